@@ -1,0 +1,31 @@
+import subprocess
+import sys
+
+from sde_jax import cli
+
+
+def test_help_lists_commands(capsys):
+    cli.run(["sde-jax", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: sde-jax COMMAND" in out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_unknown_command_names_the_valid_ones(capsys):
+    try:
+        cli.run(["sde-jax", "trian"])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    out = capsys.readouterr().out
+    assert "'trian'" in out and "info" in out
+
+
+def test_console_script_info_runs():
+    result = subprocess.run(
+        [sys.executable, "-c", "from sde_jax.cli import run; run(['sde-jax', 'info'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "sde_jax" in result.stdout and "device" in result.stdout

@@ -1,0 +1,272 @@
+"""The SDE library against closed forms, Monte Carlo, the DDPM/SMLD formulas and calculus."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import sde_jax
+from sde_jax import VESDE, VPSDE, SubVPSDE, probability_flow_drift, reverse_drift
+
+SDES = [VPSDE(), SubVPSDE(), VESDE()]
+IDS = ["vp", "subvp", "ve"]
+
+
+def closed_form(sde, t):
+    """Mean coefficient and std written out from the paper, in float64 numpy."""
+    t = np.asarray(t, np.float64)
+    if isinstance(sde, VESDE):
+        return np.ones_like(t), 0.01 * (50.0 / 0.01) ** t
+    log_mean = -0.25 * t**2 * (20.0 - 0.1) - 0.5 * t * 0.1
+    var_vp = 1.0 - np.exp(2.0 * log_mean)
+    std = np.sqrt(var_vp) if isinstance(sde, VPSDE) else var_vp
+    return np.exp(log_mean), std
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_marginal_prob_matches_closed_form(sde):
+    t = np.array([1e-5, 1e-3, 0.05, 0.3, 0.7, 1.0], np.float32)
+    x = np.random.default_rng(0).standard_normal((6, 4, 4, 3)).astype(np.float32)
+    mean, std = sde.marginal_prob(jnp.asarray(x), jnp.asarray(t))
+    m_ref, s_ref = closed_form(sde, t.astype(np.float64))
+    np.testing.assert_allclose(std, s_ref, rtol=2e-6)
+    np.testing.assert_allclose(mean, m_ref[:, None, None, None] * x, rtol=2e-6, atol=1e-7)
+
+
+def simulate_forward(sde, x0, key, times, num_steps):
+    """Euler-Maruyama on a fine grid from 0 to T; returns x at each of ``times``."""
+    dt = sde.T / num_steps
+
+    def step(x, inputs):
+        t, k = inputs
+        drift, diffusion = sde.sde(x, jnp.full((x.shape[0],), t))
+        x = x + drift * dt + diffusion[:, None] * math.sqrt(dt) * jax.random.normal(k, x.shape)
+        return x, x
+
+    grid = jnp.arange(num_steps) * dt
+    _, path = jax.lax.scan(step, x0, (grid, jax.random.split(key, num_steps)))
+    idx = np.round(np.asarray(times) / dt).astype(int) - 1
+    return path[idx]
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_marginals_match_monte_carlo_of_forward_sde(sde):
+    n, dim, x0_value = 4096, 8, 1.5
+    key0, key = jax.random.split(jax.random.key(0))
+    x0 = jnp.full((n, dim), x0_value)
+    if isinstance(sde, VESDE):
+        # The VE marginal std sigma(t) counts N(0, sigma_min^2) already present at t = 0.
+        x0 = x0 + sde.sigma_min * jax.random.normal(key0, x0.shape)
+    times = [0.1, 0.5, 1.0]
+    path = simulate_forward(sde, x0, key, times, num_steps=8000)
+    for t, xt in zip(times, path, strict=True):
+        m, s = closed_form(sde, t)
+        samples = np.asarray(xt, np.float64).ravel()
+        count = samples.size
+        # Statistical error only; the scheme's O(dt) bias is about 0.2% here.
+        assert abs(samples.mean() - m * x0_value) < 4 * s / math.sqrt(count), t
+        assert abs(samples.var() / s**2 - 1) < 4 * math.sqrt(2 / count) + 3e-3, t
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_drift_and_diffusion_solve_moment_odes(sde):
+    """d m/dt = f m and d s^2/dt = 2 f s^2 + g^2, differentiated with jax.grad in float64."""
+    with jax.enable_x64(True):
+        var = jax.vmap(jax.grad(lambda t: sde.marginal_std(t) ** 2))
+        dmean = jax.vmap(jax.grad(sde.mean_coeff))
+        t = jnp.linspace(0.01, 1.0, 25, dtype=jnp.float64)
+        f, g = sde.drift_coeff(t), sde.diffusion_coeff(t)
+        np.testing.assert_allclose(var(t), 2 * f * sde.marginal_std(t) ** 2 + g**2, rtol=1e-10)
+        np.testing.assert_allclose(dmean(t), f * sde.mean_coeff(t), rtol=1e-10)
+        # sde() and marginal_prob() use the same coefficients.
+        x = jnp.ones((25, 2), jnp.float64)
+        drift, diffusion = sde.sde(x, t)
+        np.testing.assert_allclose(drift[:, 0], f, rtol=1e-12)
+        np.testing.assert_allclose(diffusion, g, rtol=1e-12)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_prior_logp_is_gaussian_log_density(sde):
+    z = sde.prior_sampling(jax.random.key(1), (5, 3, 4))
+    assert z.shape == (5, 3, 4) and z.dtype == jnp.float32
+    ref = stats.norm.logpdf(np.asarray(z, np.float64), scale=sde.prior_std).sum(axis=(1, 2))
+    np.testing.assert_allclose(sde.prior_logp(z), ref, rtol=1e-5)
+
+
+def test_prior_samples_have_prior_std():
+    z = VESDE().prior_sampling(jax.random.key(2), (20000,))
+    assert abs(float(jnp.std(z)) / 50.0 - 1) < 0.03
+
+
+def test_vp_discretize_is_the_ddpm_step():
+    sde, n = VPSDE(), 1000
+    betas = np.linspace(0.1 / n, 20.0 / n, n)  # Ho et al.'s schedule as the original builds it
+    np.testing.assert_allclose(sde.discrete_betas(n), betas, rtol=1e-6)
+    i = np.array([0, 1, 500, 999])
+    t = jnp.asarray(i / (n - 1), jnp.float32)
+    x = jax.random.normal(jax.random.key(3), (4, 7))
+    z = jax.random.normal(jax.random.key(4), (4, 7))
+    f, g = sde.discretize(x, t, 1.0 / n)
+    expected = np.sqrt(1 - betas[i])[:, None] * x + np.sqrt(betas[i])[:, None] * z
+    np.testing.assert_allclose(x + f + g[:, None] * z, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ddpm_chain_converges_to_continuous_vp_marginal():
+    """prod(1 - beta_i) -> m(1)^2 as N grows, with first-order error."""
+    sde = VPSDE()
+    with jax.enable_x64(True):
+        errors = []
+        for n in (250, 500, 1000, 2000):
+            alpha_bar = np.prod(1 - np.asarray(sde.discrete_betas(n), np.float64))
+            errors.append(abs(math.log(alpha_bar) - math.log(float(sde.mean_coeff(1.0)) ** 2)))
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    np.testing.assert_allclose(orders, 1.0, atol=0.1)
+
+
+def test_ve_discretize_is_the_smld_step():
+    sde, n = VESDE(), 1000
+    sigmas = np.exp(np.linspace(np.log(0.01), np.log(50.0), n))  # ascending, index = time
+    np.testing.assert_allclose(sde.discrete_sigmas(n), sigmas, rtol=1e-5)
+    i = np.array([0, 1, 500, 999])
+    t = jnp.asarray(i / (n - 1), jnp.float32)
+    x = jax.random.normal(jax.random.key(5), (4, 3))
+    f, g = sde.discretize(x, t, 1.0 / (n - 1))
+    previous = np.where(i == 0, 0.0, sigmas[np.maximum(i - 1, 0)])
+    np.testing.assert_array_equal(f, 0.0)
+    np.testing.assert_allclose(g, np.sqrt(sigmas[i] ** 2 - previous**2), rtol=1e-4)
+
+
+def test_subvp_discretize_is_euler_maruyama():
+    sde = SubVPSDE()
+    x = jax.random.normal(jax.random.key(6), (3, 5))
+    t, dt = jnp.array([0.2, 0.5, 0.9]), 1e-3
+    f, g = sde.discretize(x, t, dt)
+    drift, diffusion = sde.sde(x, t)
+    np.testing.assert_allclose(f, drift * dt, rtol=1e-6)
+    np.testing.assert_allclose(g, diffusion * math.sqrt(dt), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_reverse_and_probability_flow_drifts_on_gaussian_data(sde):
+    """Data N(0, v0 I): p_t = N(0, v(t) I) with v = m^2 v0 + s^2, score -x / v(t).
+
+    The probability-flow ODE moves x as sqrt(v(t)), so its velocity is x v'/(2v); the
+    reverse SDE integrated backwards keeps the variance v(t) when its drift is
+    x (v' + g^2) / (2v).
+    """
+    v0 = 0.7
+
+    def variance(t):
+        return sde.mean_coeff(t) ** 2 * v0 + sde.marginal_std(t) ** 2
+
+    def score_fn(x, t):
+        return -x / variance(t)[:, None]
+
+    # float64: near t = 1 the VP velocity is a small difference of large terms.
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(7), (4, 6), jnp.float64)
+        t = jnp.array([0.05, 0.2, 0.6, 1.0], jnp.float64)
+        dv = jax.vmap(jax.grad(variance))(t)
+        v, g2 = variance(t), sde.diffusion_coeff(t) ** 2
+        pf_velocity = probability_flow_drift(sde, score_fn, x, t)
+        np.testing.assert_allclose(pf_velocity, x * (dv / (2 * v))[:, None], rtol=1e-9)
+        reverse = reverse_drift(sde, score_fn, x, t)
+        np.testing.assert_allclose(reverse, x * ((dv + g2) / (2 * v))[:, None], rtol=1e-9)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_float32_and_float64_stay_in_their_dtype(sde):
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            x = jnp.ones((2, 3), dtype)
+            t = jnp.array([0.1, 0.9], dtype)
+            outputs = [
+                *sde.sde(x, t),
+                *sde.marginal_prob(x, t),
+                *sde.discretize(x, t, 0.01),
+                sde.prior_logp(x),
+                sde.prior_sampling(jax.random.key(0), (2, 3), dtype),
+            ]
+            assert all(o.dtype == dtype for o in outputs), [o.dtype for o in outputs]
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_jit_vmap_grad_and_pytree(sde):
+    assert jax.tree_util.tree_leaves(sde) == []
+    assert jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(sde))) == sde
+    x, t = jnp.ones((3, 2)), jnp.array([0.1, 0.5, 0.9])
+
+    @jax.jit
+    def mean(sde, x, t):
+        return sde.marginal_prob(x, t)[0]
+
+    np.testing.assert_allclose(mean(sde, x, t), sde.marginal_prob(x, t)[0], rtol=1e-6)
+    batched = jax.vmap(lambda xs: sde.marginal_prob(xs, t)[1])(jnp.ones((4, 3, 2)))
+    assert batched.shape == (4, 3)
+    grads = jax.grad(lambda t: sde.marginal_prob(x, t)[1].sum())(t)
+    assert grads.shape == (3,) and bool(jnp.all(jnp.isfinite(grads)))
+
+
+def test_scalar_time_broadcasts_over_batch():
+    sde = VPSDE()
+    x = jnp.ones((3, 2))
+    np.testing.assert_allclose(
+        sde.marginal_prob(x, 0.4)[1], sde.marginal_prob(x, jnp.full(3, 0.4))[1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "names"),
+    [
+        (lambda: VPSDE(beta_min=20.0, beta_max=0.1), ["beta_min", "beta_max", "20.0"]),
+        (lambda: SubVPSDE(beta_min=1.0, beta_max=1.0), ["beta_min", "beta_max"]),
+        (lambda: VPSDE(beta_min=-0.1), ["beta_min", "-0.1"]),
+        (lambda: VESDE(sigma_min=0.0), ["sigma_min", "0.0", "> 0"]),
+        (lambda: VESDE(sigma_min=-1.0), ["sigma_min"]),
+        (lambda: VESDE(sigma_min=60.0, sigma_max=50.0), ["sigma_min", "sigma_max", "60.0"]),
+        (lambda: VESDE(sigma_max=float("nan")), ["sigma_max", "finite"]),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_them(make, names):
+    with pytest.raises(ValueError) as info:
+        make()
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_non_numeric_parameter_raises_type_error():
+    with pytest.raises(TypeError, match="beta_max"):
+        VPSDE(beta_max="20")
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_mismatched_batch_raises_before_tracing(sde):
+    x, t = jnp.ones((4, 3)), jnp.ones((5,))
+    for method in (sde.sde, sde.marginal_prob):
+        with pytest.raises(ValueError, match=r"t must have shape .*\(4,\).*got shape \(5,\)"):
+            method(x, t)
+    with pytest.raises(ValueError, match="t must have shape"):
+        sde.discretize(x, t, 0.1)
+
+
+def test_bad_num_steps():
+    with pytest.raises(ValueError, match="num_steps"):
+        VPSDE().discrete_betas(1)
+    with pytest.raises(ValueError, match="num_steps"):
+        VESDE().discrete_sigmas(10.0)
+
+
+def test_public_api_is_reexported():
+    from sde_jax import sdes
+
+    assert sde_jax.VPSDE is sdes.VPSDE and sde_jax.SubVPSDE is sdes.SubVPSDE
+    assert sde_jax.VESDE is sdes.VESDE
+    assert sde_jax.SDE is sdes.SDE
+    assert sde_jax.reverse_drift is sdes.reverse_drift
+
+
+def test_several_simulated_devices():
+    assert jax.device_count() == 8
