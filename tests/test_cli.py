@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from sde_jax import cli
 
 
@@ -13,10 +15,9 @@ def test_help_lists_commands(capsys):
 
 
 def test_unknown_command_names_the_valid_ones(capsys):
-    try:
+    with pytest.raises(SystemExit) as exit_:
         cli.run(["sde-jax", "trian"])
-    except SystemExit as exit_:
-        assert exit_.code == 2
+    assert exit_.value.code == 2
     out = capsys.readouterr().out
     assert "'trian'" in out and "info" in out
 
