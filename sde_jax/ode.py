@@ -1,0 +1,413 @@
+r"""On-device ODE solvers over pytrees: fixed-step Euler, Heun and RK4, and adaptive Dormand-Prince.
+
+Every solver integrates :math:`dy/dt = f(t, y)` where ``fn(t, y)`` takes a scalar time array and
+a pytree ``y`` and returns a pytree of the same structure. Everything runs inside
+``lax.scan`` / ``lax.while_loop`` with no host round trips and no ``jit``: the caller compiles,
+vmaps and shards. Each leaf keeps its dtype; time may be float32 while the state is float64.
+
+- Fixed steps (:func:`euler_step`, :func:`heun_step`, :func:`rk4_step`) advance one step from
+  ``t`` to ``t_next``; :data:`FIXED_STEPS` names them with their order and evaluations per step,
+  and :func:`solve_fixed` runs one over a time grid (differentiable with ``jax.grad``).
+- :func:`solve_adaptive` is the Dormand-Prince 5(4) pair (Dormand & Prince, 1980; the RK45 the
+  paper's PF-ODE sampler and likelihood used) with first-same-as-last reuse and a PI step-size
+  controller. Its error norm is one RMS over every element of every leaf, so a whole batch (and
+  every device holding a shard of it) takes the same steps.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+__all__ = [
+    "FIXED_STEPS",
+    "FixedStep",
+    "ODESolution",
+    "euler_step",
+    "heun_step",
+    "rk4_step",
+    "solve_adaptive",
+    "solve_fixed",
+]
+
+PyTree = Any
+Scalar = Float[ArrayLike, ""]
+Grid = Float[ArrayLike, " num_times"]
+VectorField = Callable[[Array, PyTree], PyTree]
+"""``fn(t, y) -> dy/dt``: ``t`` a scalar array, ``y`` and the result pytrees of one structure."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pytree arithmetic. Coefficients are Python floats and the step is cast to each leaf's dtype,
+# so a float64 state stays float64 and a float32 state stays float32 whatever the time dtype.
+
+
+def _axpy(y: PyTree, h: Array, coeffs: tuple[float, ...], ks: tuple[PyTree, ...]) -> PyTree:
+    """Returns ``y + h * sum_j coeffs[j] * ks[j]``, skipping zero coefficients."""
+    terms = [(c, k) for c, k in zip(coeffs, ks, strict=True) if c != 0.0]
+
+    def leaf(y_leaf, *k_leaves):
+        acc = sum(c * k for (c, _), k in zip(terms, k_leaves, strict=True))
+        return (y_leaf + h.astype(y_leaf.dtype) * acc).astype(y_leaf.dtype)
+
+    return jax.tree.map(leaf, y, *[k for _, k in terms])
+
+
+def _rms(tree: PyTree) -> Array:
+    """Root mean square over all elements of all leaves (one scalar for the whole pytree)."""
+    leaves = jax.tree.leaves(tree)
+    total = sum(
+        jnp.sum(jnp.square(leaf.astype(jnp.result_type(leaf, jnp.float32)))) for leaf in leaves
+    )
+    count = sum(leaf.size for leaf in leaves)
+    return jnp.sqrt(total / count)
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed steps.
+
+
+def euler_step(fn: VectorField, t: Scalar, t_next: Scalar, y: PyTree) -> PyTree:
+    r"""One explicit Euler step, order 1: :math:`y + h f(t, y)` with :math:`h = t_{next} - t`."""
+    t = jnp.asarray(t)
+    h = jnp.asarray(t_next) - t
+    return _axpy(y, h, (1.0,), (fn(t, y),))
+
+
+def heun_step(fn: VectorField, t: Scalar, t_next: Scalar, y: PyTree) -> PyTree:
+    r"""One Heun step (explicit trapezoid), order 2; the second-order step of EDM (Alg. 1).
+
+    .. math:: d_1 = f(t, y),\quad d_2 = f(t_{next}, y + h d_1),\quad
+              y_{next} = y + \tfrac{h}{2}(d_1 + d_2).
+    """
+    t, t_next = jnp.asarray(t), jnp.asarray(t_next)
+    h = t_next - t
+    d1 = fn(t, y)
+    d2 = fn(t_next, _axpy(y, h, (1.0,), (d1,)))
+    return _axpy(y, h, (0.5, 0.5), (d1, d2))
+
+
+def rk4_step(fn: VectorField, t: Scalar, t_next: Scalar, y: PyTree) -> PyTree:
+    r"""One classic fourth-order Runge-Kutta step, order 4, four evaluations.
+
+    .. math:: y_{next} = y + \tfrac{h}{6}(k_1 + 2k_2 + 2k_3 + k_4).
+    """
+    t, t_next = jnp.asarray(t), jnp.asarray(t_next)
+    h = t_next - t
+    t_mid = t + 0.5 * h
+    k1 = fn(t, y)
+    k2 = fn(t_mid, _axpy(y, h, (0.5,), (k1,)))
+    k3 = fn(t_mid, _axpy(y, h, (0.5,), (k2,)))
+    k4 = fn(t_next, _axpy(y, h, (1.0,), (k3,)))
+    return _axpy(y, h, (1 / 6, 1 / 3, 1 / 3, 1 / 6), (k1, k2, k3, k4))
+
+
+StepFn = Callable[[VectorField, Scalar, Scalar, PyTree], PyTree]
+
+
+class FixedStep(NamedTuple):
+    """A fixed-step method: the step function, its order of accuracy, evaluations per step."""
+
+    step: StepFn
+    order: int
+    nfe: int
+
+
+FIXED_STEPS: dict[str, FixedStep] = {
+    "euler": FixedStep(euler_step, order=1, nfe=1),
+    "heun": FixedStep(heun_step, order=2, nfe=2),
+    "rk4": FixedStep(rk4_step, order=4, nfe=4),
+}
+"""The fixed steps by name, with their order and number of evaluations of ``fn`` per step."""
+
+
+def _resolve_step(step: str | FixedStep | StepFn) -> StepFn:
+    if isinstance(step, str):
+        if step not in FIXED_STEPS:
+            raise ValueError(f"step must be one of {sorted(FIXED_STEPS)}, got {step!r}.")
+        return FIXED_STEPS[step].step
+    if isinstance(step, FixedStep):
+        return step.step
+    if not callable(step):
+        raise TypeError(
+            f"step must be a step function, a FixedStep or one of {sorted(FIXED_STEPS)}, "
+            f"got {step!r}."
+        )
+    return step
+
+
+def solve_fixed(step: str | FixedStep | StepFn, fn: VectorField, y0: PyTree, grid: Grid) -> PyTree:
+    """Integrates from ``grid[0]`` to ``grid[-1]`` with one ``step`` between consecutive points.
+
+    The grid may decrease (backward in time). The loop is a ``lax.scan``, so the result is
+    differentiable with ``jax.grad`` (reverse mode through the scan) and ``jax.jvp``.
+
+    Args:
+      step: a step function ``step(fn, t, t_next, y)`` such as :func:`rk4_step`, a
+        :class:`FixedStep`, or a name in :data:`FIXED_STEPS`.
+      fn: the vector field ``fn(t, y)``.
+      y0: the state at ``grid[0]``, any pytree of arrays.
+      grid: the times, shape ``[num_times]`` with ``num_times >= 2``.
+
+    Returns:
+      The state at ``grid[-1]``, with the structure and dtypes of ``y0``.
+
+    Raises:
+      ValueError: if ``step`` is an unknown name or ``grid`` is not 1-D with at least 2 points.
+    """
+    step_fn = _resolve_step(step)
+    grid = jnp.asarray(grid)
+    if grid.ndim != 1 or grid.shape[0] < 2:
+        raise ValueError(
+            f"grid must have shape (num_times,) with num_times >= 2, got {grid.shape}."
+        )
+    y0 = jax.tree.map(jnp.asarray, y0)
+
+    def body(y, times):
+        t, t_next = times
+        return step_fn(fn, t, t_next, y), None
+
+    y_end, _ = jax.lax.scan(body, y0, (grid[:-1], grid[1:]))
+    return y_end
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptive Dormand-Prince 5(4).
+
+# The Butcher tableau of Dormand & Prince (1980). Row i gives stage i+2 from stages 1..i+1; the
+# last row is also the fifth-order solution, so stage 7 is f at the new point (FSAL).
+_C = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_A = (
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+# b5 - b4: the embedded error estimate as one combination of the seven stages.
+_E = (
+    71 / 57600,
+    0.0,
+    -71 / 16695,
+    71 / 1920,
+    -17253 / 339200,
+    22 / 525,
+    -1 / 40,
+)
+_ERROR_ORDER = 5  # the local error of the embedded 4th-order solution is O(h^5)
+
+# PI controller (Gustafsson; the constants Hairer & Wanner use for DOPRI5): on acceptance
+# h <- h * safety * err^-(1/5 - 0.75 beta) * err_prev^beta, with beta = 0.04; on rejection the
+# plain I-controller h <- h * safety * err^-(1/5). The factor is clipped to [0.2, 10].
+_SAFETY = 0.9
+_BETA = 0.04
+_ALPHA = 1 / _ERROR_ORDER - 0.75 * _BETA
+_MIN_FACTOR = 0.2
+_MAX_FACTOR = 10.0
+_ERR_PREV_FLOOR = 1e-4
+
+
+class ODESolution(NamedTuple):
+    """The result of :func:`solve_adaptive`.
+
+    Attributes:
+      y: the state at the end, with the structure and dtypes of ``y0``.
+      t: the time reached, equal to ``t1`` on success.
+      nfe: int32, evaluations of ``fn``: ``6 * (num_steps + num_rejected) + 1``, plus 1 when the
+        initial step came from the heuristic (``first_step=None``).
+      num_steps: int32, accepted steps.
+      num_rejected: int32, rejected steps.
+      success: bool, True iff ``t1`` was reached within ``max_steps`` with finite values.
+    """
+
+    y: PyTree
+    t: Array
+    nfe: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    num_rejected: Int[Array, ""]
+    success: Bool[Array, ""]
+
+
+class _State(NamedTuple):
+    t: Array
+    y: PyTree
+    k1: PyTree  # fn(t, y), carried over from the previous step's last stage
+    h: Array  # signed step size to try next
+    err_prev: Array
+    num_steps: Array
+    num_rejected: Array
+    done: Array
+    stalled: Array  # the step underflowed: t + h == t
+
+
+def _scaled(tree: PyTree, y_a: PyTree, y_b: PyTree, rtol: float, atol: float) -> PyTree:
+    """``tree / (atol + rtol * max(|y_a|, |y_b|))``, leaf by leaf."""
+    return jax.tree.map(
+        lambda e, a, b: e / (atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))), tree, y_a, y_b
+    )
+
+
+def _initial_step(fn, t0, y0, f0, direction, rtol, atol):
+    """Hairer, Nørsett & Wanner (1993, II.4) starting step; one extra evaluation of ``fn``."""
+    d0 = _rms(_scaled(y0, y0, y0, rtol, atol))
+    d1 = _rms(_scaled(f0, y0, y0, rtol, atol))
+    h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).astype(t0.dtype)
+    f1 = fn(t0 + direction * h0, _axpy(y0, direction * h0, (1.0,), (f0,)))
+    diff = jax.tree.map(lambda a, b: a - b, f1, f0)
+    d2 = _rms(_scaled(diff, y0, y0, rtol, atol)) / h0
+    d12 = jnp.maximum(d1, d2)
+    h1 = jnp.where(
+        d12 <= 1e-15,
+        jnp.maximum(1e-6, 1e-3 * h0),
+        (0.01 / d12) ** (1.0 / _ERROR_ORDER),
+    ).astype(t0.dtype)
+    return jnp.minimum(100.0 * h0, h1)
+
+
+def solve_adaptive(
+    fn: VectorField,
+    y0: PyTree,
+    t0: Scalar,
+    t1: Scalar,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 4096,
+    first_step: float | None = None,
+) -> ODESolution:
+    r"""Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1`` with adaptive Dormand-Prince 5(4).
+
+    Each attempted step evaluates ``fn`` six times (stages 2-7); stage 7 is ``fn`` at the new
+    point and becomes stage 1 of the next step (FSAL). The step is accepted when
+
+    .. math:: \mathrm{err} = \sqrt{\tfrac1N \textstyle\sum_i
+              \big(e_i / (\mathrm{atol} + \mathrm{rtol}\max(|y_i|, |\hat y_i|))\big)^2} \le 1,
+
+    where the sum runs over all N elements of all leaves, :math:`e = h\sum_j (b_j - b^*_j) k_j`
+    and :math:`\hat y` the new fifth-order state. The whole batch therefore shares one step
+    sequence, the right thing under data parallelism. The step size follows a PI controller.
+
+    The loop is a ``lax.while_loop``: no host round trips, jittable, vmappable (each vmapped
+    problem then has its own steps), but not reverse-mode differentiable.
+
+    Args:
+      fn: the vector field ``fn(t, y)``; ``t`` is a scalar array of the time dtype.
+      y0: the state at ``t0``, any pytree of floating arrays.
+      t0: the start time.
+      t1: the end time; ``t1 < t0`` integrates backward.
+      rtol: relative tolerance.
+      atol: absolute tolerance.
+      max_steps: the most steps attempted (accepted plus rejected) before giving up with
+        ``success=False``.
+      first_step: the size of the first step tried; by default chosen from ``fn`` with the
+        Hairer-Nørsett-Wanner heuristic, at the cost of one evaluation.
+
+    Returns:
+      An :class:`ODESolution`. ``nfe = 6 * (num_steps + num_rejected) + 1 + (first_step is
+      None)``. On failure (``max_steps`` reached, the step size underflowed, or ``fn`` was not
+      finite at the start) ``success`` is False and ``y``, ``t`` hold the last accepted state.
+
+    Raises:
+      ValueError: if a tolerance is not positive, ``max_steps < 1`` or ``first_step <= 0``.
+    """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {name}={value!r}.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got max_steps={max_steps!r}.")
+    if first_step is not None and not first_step > 0:
+        raise ValueError(f"first_step must be > 0 or None, got first_step={first_step!r}.")
+
+    y0 = jax.tree.map(jnp.asarray, y0)
+    time_dtype = jnp.result_type(t0, t1, float)
+    t0 = jnp.asarray(t0, time_dtype)
+    t1 = jnp.asarray(t1, time_dtype)
+    direction = jnp.where(t1 >= t0, 1.0, -1.0).astype(time_dtype)
+    span = jnp.abs(t1 - t0)
+
+    f0 = fn(t0, y0)
+    if first_step is None:
+        h_abs = _initial_step(fn, t0, y0, f0, direction, rtol, atol)
+    else:
+        h_abs = jnp.asarray(first_step, time_dtype)
+    h_abs = jnp.minimum(h_abs, span)
+    start_ok = jnp.isfinite(_rms(f0))
+
+    def attempt(state: _State):
+        """One trial step of size ``state.h``: the new state, last stage and scaled error."""
+        t, y, h = state.t, state.y, state.h
+        ks = (state.k1,)
+        for c, a in zip(_C[:-1], _A[:-1], strict=True):
+            ks = (*ks, fn(t + c * h, _axpy(y, h, a, ks)))
+        # The last row of the tableau is the fifth-order solution; its stage is f at the new
+        # point, which the next step reuses as its first stage.
+        y_new = _axpy(y, h, _A[-1], ks)
+        ks = (*ks, fn(t + h, y_new))
+        err_tree = _axpy(jax.tree.map(jnp.zeros_like, y), h, _E, ks)
+        err = _rms(_scaled(err_tree, y, y_new, rtol, atol))
+        return y_new, ks[-1], err
+
+    def cond(state: _State):
+        n = state.num_steps + state.num_rejected
+        return (~state.done) & (~state.stalled) & (n < max_steps) & start_ok
+
+    def body(state: _State) -> _State:
+        y_new, k7, err = attempt(state)
+        err = jnp.where(jnp.isfinite(err), err, jnp.inf)
+        accept = err <= 1.0
+        t_try = state.t + state.h
+        # Land exactly on t1, also when t + h rounds onto or past it.
+        last = (jnp.abs(state.h) >= jnp.abs(t1 - state.t)) | (direction * (t1 - t_try) <= 0)
+        t_new = jnp.where(last, t1, t_try)
+
+        safe_err = jnp.maximum(err, 1e-10)
+        factor_accept = _SAFETY * safe_err ** (-_ALPHA) * state.err_prev**_BETA
+        factor_reject = _SAFETY * safe_err ** (-1.0 / _ERROR_ORDER)
+        factor = jnp.where(accept, factor_accept, factor_reject)
+        factor = jnp.clip(factor, _MIN_FACTOR, jnp.where(accept, _MAX_FACTOR, 1.0))
+        factor = jnp.where(jnp.isfinite(factor), factor, _MIN_FACTOR).astype(time_dtype)
+
+        t_next = jnp.where(accept, t_new, state.t)
+        h_abs_next = jnp.minimum(jnp.abs(state.h) * factor, jnp.abs(t1 - t_next))
+        h_next = direction * h_abs_next
+        done = accept & last
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
+        return _State(
+            t=t_next,
+            y=pick(y_new, state.y),
+            k1=pick(k7, state.k1),
+            h=h_next,
+            err_prev=jnp.where(accept, jnp.maximum(err, _ERR_PREV_FLOOR), state.err_prev),
+            num_steps=state.num_steps + accept.astype(jnp.int32),
+            num_rejected=state.num_rejected + (~accept).astype(jnp.int32),
+            done=done,
+            stalled=(~done) & (t_next + h_next == t_next),
+        )
+
+    err_dtype = jnp.result_type(_rms(f0))
+    init = _State(
+        t=t0,
+        y=y0,
+        k1=f0,
+        h=direction * h_abs,
+        err_prev=jnp.asarray(1.0, err_dtype),
+        num_steps=jnp.asarray(0, jnp.int32),
+        num_rejected=jnp.asarray(0, jnp.int32),
+        done=span == 0,
+        stalled=jnp.asarray(False),
+    )
+    final = jax.lax.while_loop(cond, body, init)
+    attempts = final.num_steps + final.num_rejected
+    nfe = 6 * attempts + 1 + (1 if first_step is None else 0)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final.y)]))
+    return ODESolution(
+        y=final.y,
+        t=final.t,
+        nfe=nfe.astype(jnp.int32),
+        num_steps=final.num_steps,
+        num_rejected=final.num_rejected,
+        success=final.done & finite & start_ok,
+    )
