@@ -228,3 +228,17 @@ def test_zero_length_interval_and_invalid_arguments():
         ode.solve_fixed("midpoint", cos_growth, jnp.ones(2), jnp.linspace(0.0, 1.0, 3))
     with pytest.raises(ValueError, match="grid"):
         ode.solve_fixed("rk4", cos_growth, jnp.ones(2), jnp.zeros((1,)))
+
+
+def test_initial_step_probe_stays_inside_the_interval():
+    """fn is NaN outside [t1, t0] (like sqrt(beta(t)) at t < 0); a huge first guess must not
+    probe there. Regression: the probe once stepped past t1 and every step was rejected."""
+
+    def fn(t, y):
+        return jnp.sqrt(t) * 1e-7 * y  # tiny velocity => large first guess; NaN for t < 0
+
+    sol = jax.jit(lambda y: ode.solve_adaptive(fn, y, jnp.asarray(1.0), jnp.asarray(1e-3)))(
+        jnp.ones((8, 2))
+    )
+    assert bool(sol.success), sol
+    np.testing.assert_allclose(sol.y, 1.0, atol=1e-6)

@@ -1,0 +1,119 @@
+"""Predictors: one step of the reverse-time SDE from t to t_next < t (paper section 4.2).
+
+Each returns ``State(x, x_mean)`` where ``x_mean`` is the update before its noise; the
+sampler's final denoising step returns it.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from sde_jax.sdes import SDE, VESDE, VPSDE, batch_times, expand_to, reverse_drift
+from sde_jax.steppers.base import Memoryless, State, register_static
+from sde_jax.typing import Array, Key, ScoreFn
+
+
+def _noise(key: Key, x: Array) -> Array:
+    return jax.random.normal(key, x.shape, x.dtype)
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class EulerMaruyama(Memoryless):
+    r"""Euler-Maruyama on the reverse SDE (eq. 6) with step :math:`\Delta t = t - t_{next}`.
+
+    .. math:: x_{next} = x - [f(x,t) - g(t)^2 s_\theta(x,t)]\Delta t + g(t)\sqrt{\Delta t}\, z
+    """
+
+    sde: SDE
+    order = 1
+    nfe_per_step = 1
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """One Euler-Maruyama step of the reverse SDE."""
+        x, dt = state.x, t - t_next
+        x_mean = x - reverse_drift(self.sde, score_fn, x, t) * dt
+        diffusion = self.sde.diffusion_coeff(batch_times(x, t))
+        x = x_mean + expand_to(diffusion * jnp.sqrt(dt), x) * _noise(key, x)
+        return state._replace(x=x, x_mean=x_mean)
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class ReverseDiffusion(Memoryless):
+    r"""The reverse of the SDE's own discretization (paper eq. 46 of appendix E).
+
+    With the forward step :math:`x_t = x_{t-\Delta t} + f + G z` of ``sde.discretize``, the
+    reverse step is :math:`x_{next} = x - f + G^2 s_\theta(x, t) + G z`: the DDPM step for VP,
+    the SMLD step for VE, Euler-Maruyama for sub-VP.
+    """
+
+    sde: SDE
+    order = 1
+    nfe_per_step = 1
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """One reverse-diffusion step."""
+        x = state.x
+        t_batch = batch_times(x, t)
+        f, g = self.sde.discretize(x, t_batch, t - t_next)
+        x_mean = x - f + expand_to(g**2, x) * score_fn(x, t_batch)
+        x = x_mean + expand_to(g, x) * _noise(key, x)
+        return state._replace(x=x, x_mean=x_mean)
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class AncestralSampling(Memoryless):
+    r"""Ancestral sampling of the discrete models (paper eqs. 47 and 48 of appendix F).
+
+    VP (DDPM): :math:`x_{next} = (x + \beta_i s_\theta)/\sqrt{1 - \beta_i} + \sqrt{\beta_i} z`.
+    VE (SMLD): :math:`x_{next} = x + (\sigma_i^2 - \sigma_{i-1}^2) s_\theta + \sqrt{\sigma_{i-1}^2
+    (\sigma_i^2 - \sigma_{i-1}^2) / \sigma_i^2}\, z`. The noise levels of the step are those of
+    ``VPSDE.beta_step`` and ``VESDE.adjacent_sigma``.
+
+    Raises:
+      ValueError: for the sub-VP SDE, which has no discrete ancestral counterpart.
+    """
+
+    sde: SDE
+    order = 1
+    nfe_per_step = 1
+
+    def __post_init__(self):
+        if not isinstance(self.sde, VPSDE | VESDE):
+            raise ValueError(
+                "predictor 'ancestral_sampling' needs a VPSDE or VESDE, got "
+                f"{type(self.sde).__name__}; use 'reverse_diffusion' or 'euler_maruyama'."
+            )
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """One ancestral step."""
+        x = state.x
+        t_batch = batch_times(x, t)
+        score = score_fn(x, t_batch)
+        if isinstance(self.sde, VPSDE):
+            beta = expand_to(self.sde.beta_step(t_batch, t - t_next), x)
+            x_mean = (x + beta * score) / jnp.sqrt(1.0 - beta)
+            std = jnp.sqrt(beta)
+        else:
+            sigma = expand_to(self.sde.sigma(t_batch), x)
+            previous = expand_to(self.sde.adjacent_sigma(t_batch, t - t_next), x)
+            x_mean = x + (sigma**2 - previous**2) * score
+            std = jnp.sqrt(previous**2 * (sigma**2 - previous**2) / sigma**2)
+        return state._replace(x=x_mean + std * _noise(key, x), x_mean=x_mean)
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class NoPredictor(Memoryless):
+    """Leaves the state unchanged (corrector-only sampling, e.g. NCSNv2's annealed Langevin)."""
+
+    order = 0
+    nfe_per_step = 0
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """Returns ``state``."""
+        del key, score_fn, t, t_next
+        return state
