@@ -93,6 +93,7 @@ class FixedGridSampler:
       final_step: what the last step returns: 'none' (x), 'mean' (x_mean, the noise-free last
         update: the paper's denoising for PC samplers) or 'tweedie' (E[x_0 | x_eps], one more
         evaluation: the denoising of ODE samplers).
+      dtype: the floating dtype of the samples.
     """
 
     sde: SDE
@@ -100,6 +101,7 @@ class FixedGridSampler:
     grid: np.ndarray
     shape: tuple[int, ...]
     final_step: str = "mean"
+    dtype: Any = jnp.float32
 
     @property
     def num_steps(self) -> int:
@@ -108,13 +110,14 @@ class FixedGridSampler:
 
     def init(self, key: Key) -> State:
         """Draws x_T from the prior and returns the stepper's initial state."""
-        return self.stepper.init(self.sde.prior_sampling(key, self.shape))
+        return self.stepper.init(self.sde.prior_sampling(key, self.shape, self.dtype))
 
     def advance(
         self, key: Key, score_fn: ScoreFn, state: State, start: int, num_steps: int
     ) -> State:
         """Runs steps ``start .. start + num_steps - 1`` (``start`` may be traced)."""
-        times = jax.lax.dynamic_slice(jnp.asarray(self.grid), (start,), (num_steps + 1,))
+        grid = jnp.asarray(self.grid, self.dtype)
+        times = jax.lax.dynamic_slice(grid, (start,), (num_steps + 1,))
         return run_steps(key, score_fn, self.stepper, state, times, start)
 
     def finish(self, score_fn: ScoreFn, state: State) -> SampleOutput:
@@ -147,6 +150,7 @@ class AdaptiveODESampler:
       atol: absolute tolerance.
       max_steps: step limit; past it the output reports ``success=False``.
       denoise: apply Tweedie's denoising at eps (one more evaluation).
+      dtype: the floating dtype of the samples.
     """
 
     sde: SDE
@@ -156,6 +160,7 @@ class AdaptiveODESampler:
     atol: float = 1e-5
     max_steps: int = 4096
     denoise: bool = True
+    dtype: Any = jnp.float32
 
     def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:
         """Draws a batch by solving the probability-flow ODE from a prior sample."""
@@ -163,7 +168,7 @@ class AdaptiveODESampler:
         def velocity(t, x):
             return probability_flow_drift(self.sde, score_fn, x, t)
 
-        x_init = self.sde.prior_sampling(key, self.shape)
+        x_init = self.sde.prior_sampling(key, self.shape, self.dtype)
         solution = ode.solve_adaptive(
             velocity,
             x_init,
@@ -277,7 +282,10 @@ def _settings(config: Any) -> dict[str, Any]:
 
 
 def get_sampler(
-    sde: SDE, config: ml_collections.ConfigDict | dict, shape: tuple[int, ...]
+    sde: SDE,
+    config: ml_collections.ConfigDict | dict,
+    shape: tuple[int, ...],
+    dtype: Any = jnp.float32,
 ) -> FixedGridSampler | AdaptiveODESampler:
     """Builds a sampler from a config's sampling section (the original's names).
 
@@ -293,6 +301,7 @@ def get_sampler(
       sde: the forward SDE.
       config: the sampling section, an ``ml_collections.ConfigDict`` or a dict.
       shape: the batch shape to draw, ``(batch, ...)``.
+      dtype: the floating dtype of the samples (float64 needs ``jax_enable_x64``).
 
     Returns:
       A pure callable ``sampler(key, score_fn) -> SampleOutput(x, nfe, success)``.
@@ -307,7 +316,7 @@ def get_sampler(
     eps = default_eps(sde) if s["eps"] is None else s["eps"]
     if s["method"] == "ode":
         return AdaptiveODESampler(
-            sde, shape, eps, s["rtol"], s["atol"], s["max_steps"], bool(s["noise_removal"])
+            sde, shape, eps, s["rtol"], s["atol"], s["max_steps"], bool(s["noise_removal"]), dtype
         )
     _choice("grid", s["grid"], grids.GRIDS)
     if s["grid"] == "karras":
@@ -329,4 +338,4 @@ def get_sampler(
         stepper = DPMSolverPP2M(sde)
     else:
         stepper = ProbabilityFlow(sde, s["method"])
-    return FixedGridSampler(sde, stepper, np.asarray(grid), shape, final_step)
+    return FixedGridSampler(sde, stepper, np.asarray(grid), shape, final_step, dtype)
