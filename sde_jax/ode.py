@@ -251,14 +251,11 @@ def _scaled(tree: PyTree, y_a: PyTree, y_b: PyTree, rtol: float, atol: float) ->
 
 
 def _initial_step(fn, t0, y0, f0, direction, span, rtol, atol):
-    """Hairer, Nørsett & Wanner (1993, II.4) starting step; one extra evaluation of ``fn``.
-
-    The probe step stays inside the interval: ``fn`` may be undefined beyond it (the SDEs'
-    coefficients are NaN at negative times).
-    """
+    """Hairer, Nørsett & Wanner (1993, II.4) starting step; one extra evaluation of ``fn``."""
     d0 = _rms(_scaled(y0, y0, y0, rtol, atol))
     d1 = _rms(_scaled(f0, y0, y0, rtol, atol))
     h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).astype(t0.dtype)
+    # Never probe fn outside [t0, t1]: it may not be defined there.
     h0 = jnp.minimum(h0, span)
     f1 = fn(t0 + direction * h0, _axpy(y0, direction * h0, (1.0,), (f0,)))
     diff = jax.tree.map(lambda a, b: a - b, f1, f0)
@@ -269,7 +266,8 @@ def _initial_step(fn, t0, y0, f0, direction, span, rtol, atol):
         jnp.maximum(1e-6, 1e-3 * h0),
         (0.01 / d12) ** (1.0 / _ERROR_ORDER),
     ).astype(t0.dtype)
-    return jnp.where(jnp.isfinite(h1), jnp.minimum(100.0 * h0, h1), h0)
+    h = jnp.minimum(100.0 * h0, h1)
+    return jnp.where(jnp.isfinite(h) & (h > 0), h, h0)
 
 
 def solve_adaptive(
@@ -389,7 +387,7 @@ def solve_adaptive(
             num_steps=state.num_steps + accept.astype(jnp.int32),
             num_rejected=state.num_rejected + (~accept).astype(jnp.int32),
             done=done,
-            stalled=(~done) & (t_next + h_next == t_next),
+            stalled=(~done) & ~(t_next + h_next != t_next),  # also catches a NaN step
         )
 
     err_dtype = jnp.result_type(_rms(f0))

@@ -1,0 +1,262 @@
+"""Likelihood and bits/dim against closed forms on Gaussian and discrete data."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sde_jax import VESDE, VPSDE, SubVPSDE
+from sde_jax import likelihood as lik
+
+SDES = [VPSDE(), SubVPSDE(), VESDE()]
+IDS = ["vp", "subvp", "ve"]
+DIM = 4
+BATCH = 256
+EPS = 1e-5
+
+
+class Gaussian:
+    """N(mu, C) data with a rotated (full) covariance C = Q diag(lam) Q^T.
+
+    Under a linear SDE, p_t = N(m(t) mu, m(t)^2 C + s(t)^2 I): score and log-density are
+    closed form at every t.
+    """
+
+    def __init__(self, sde, dim=DIM, seed=0, eigs=(0.05, 0.2, 0.7, 1.5)):
+        rng = np.random.default_rng(seed)
+        self.sde = sde
+        self.q = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+        self.mu = rng.standard_normal(dim)
+        self.lam = np.asarray(eigs, np.float64)
+
+    def sample(self, n, seed=1):
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n, self.mu.size)) * np.sqrt(self.lam)
+        return jnp.asarray(self.mu + z @ self.q.T, jnp.float32)
+
+    def _coords(self, x, t):
+        m, s = self.sde.mean_coeff(t), self.sde.marginal_std(t)
+        var = m[:, None] ** 2 * self.lam.astype(x.dtype) + s[:, None] ** 2
+        return (x - m[:, None] * self.mu.astype(x.dtype)) @ self.q.astype(x.dtype), var
+
+    def score(self, x, t):
+        r, var = self._coords(x, t)
+        return -(r / var) @ self.q.T.astype(x.dtype)
+
+    def logp(self, x, t):
+        r, var = self._coords(x, jnp.full((x.shape[0],), t, x.dtype))
+        return -0.5 * jnp.sum(r**2 / var + jnp.log(2 * jnp.pi * var), axis=-1)
+
+    def reference(self, x, z):
+        """The flow's exact log-density: log p_eps(x) + log prior(z) - log p_T(z)."""
+        return self.logp(x, EPS) + self.sde.prior_logp(z) - self.logp(z, self.sde.T)
+
+
+def solve(gauss, x, key=0, **kwargs):
+    fn = jax.jit(lambda k, x: lik.log_likelihood(k, gauss.sde, gauss.score, x, **kwargs))
+    return jax.block_until_ready(fn(jax.random.key(key), x))
+
+
+@pytest.mark.parametrize("time_variable", ["t", "log_sigma"])
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_exact_trace_matches_closed_form_per_example(sde, time_variable):
+    gauss = Gaussian(sde)
+    x = gauss.sample(BATCH)
+    out = solve(gauss, x, hutchinson="exact", time_variable=time_variable, rtol=1e-6, atol=1e-6)
+    assert bool(out.success) and out.logp.shape == (BATCH,) and out.z.shape == x.shape
+    ref = gauss.reference(x, out.z)
+    np.testing.assert_allclose(out.logp, ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_time_variables_agree(sde):
+    gauss = Gaussian(sde)
+    x = gauss.sample(64)
+    plain = solve(gauss, x, key=3, time_variable="t")
+    changed = solve(gauss, x, key=3, time_variable="log_sigma")
+    # Same probes, same integral: the two solves differ only by solver error.
+    np.testing.assert_allclose(changed.logp, plain.logp, rtol=2e-4)
+    np.testing.assert_allclose(changed.z, plain.z, atol=2e-3)
+
+
+@pytest.mark.parametrize("hutchinson", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("sde", SDES, ids=IDS)
+def test_hutchinson_mean_matches_closed_form(sde, hutchinson):
+    gauss = Gaussian(sde)
+    x = gauss.sample(BATCH)
+    out = solve(gauss, x, key=7, hutchinson=hutchinson)
+    diff = np.asarray(out.logp - gauss.reference(x, out.z), np.float64)
+    stderr = diff.std(ddof=1) / math.sqrt(diff.size)
+    assert stderr > 1e-3  # the full covariance makes the estimator genuinely random
+    assert abs(diff.mean()) < 4 * stderr + 1e-3, (diff.mean(), stderr)
+
+
+def test_hutchinson_is_unbiased_and_more_probes_reduce_variance():
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((DIM, DIM)), jnp.float32)
+
+    def fn(x):
+        return jnp.tanh(x @ w) + 0.3 * x**2
+
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((3, DIM)), jnp.float32)
+    exact_probes = lik._draw_probes(jax.random.key(0), x, "exact", 1)
+    _, exact = lik.divergence(fn, x, exact_probes, average=False)
+    np.testing.assert_allclose(
+        exact, jnp.trace(jax.vmap(jax.jacfwd(fn))(x), axis1=1, axis2=2), rtol=1e-5
+    )
+    for kind in ("rademacher", "gaussian"):
+        num = 20000
+        probes = lik._draw_probes(jax.random.key(1), x, kind, num)
+        _, mean = lik.divergence(fn, x, probes)
+        per_probe = jax.vmap(lambda v: lik.divergence(fn, x, v[None])[1])(probes)
+        stderr = np.asarray(per_probe.std(axis=0)) / math.sqrt(num)
+        assert np.all(np.abs(np.asarray(mean - exact)) < 4 * stderr), (kind, mean, exact)
+
+    gauss = Gaussian(VPSDE())
+    xs = gauss.sample(128)
+    ref = None
+    spreads = []
+    for num_probes in (1, 16):
+        out = solve(gauss, xs, key=11, num_probes=num_probes)
+        ref = gauss.reference(xs, out.z) if ref is None else ref
+        spreads.append(float(jnp.std(out.logp - ref)))
+    # Averaging 16 independent probes divides the estimator's variance by 16.
+    assert spreads[1] < 0.5 * spreads[0], spreads
+
+
+def test_vmap_jit_and_batch_sharding():
+    gauss = Gaussian(VESDE())
+    x = gauss.sample(16)
+    fn = jax.jit(lambda k, x: lik.log_likelihood(k, gauss.sde, gauss.score, x))
+    keys = jax.random.split(jax.random.key(0), 2)
+    batched = jax.block_until_ready(jax.jit(jax.vmap(fn, in_axes=(0, None)))(keys, x))
+    assert batched.logp.shape == (2, 16) and bool(jnp.all(batched.success))
+    single = jax.block_until_ready(fn(keys[1], x))
+    np.testing.assert_allclose(batched.logp[1], single.logp, rtol=1e-5)
+
+    mesh = jax.make_mesh((8,), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    sharded = jax.block_until_ready(fn(keys[1], jax.device_put(x, sharding)))
+    assert int(sharded.nfe) == int(single.nfe)
+    np.testing.assert_allclose(sharded.logp, single.logp, rtol=1e-5)
+
+
+def test_solver_failure_is_reported():
+    gauss = Gaussian(VPSDE())
+    out = solve(gauss, gauss.sample(8), max_steps=2)
+    assert not bool(out.success)
+    assert np.all(np.isnan(out.logp))
+
+
+def test_bad_input_raises_value_error():
+    gauss = Gaussian(VPSDE())
+    x = gauss.sample(4)
+    key = jax.random.key(0)
+    call = lambda x, **kw: lik.log_likelihood(key, gauss.sde, gauss.score, x, **kw)  # noqa: E731
+    with pytest.raises(ValueError, match="rank"):
+        call(x[0])
+    with pytest.raises(ValueError, match="finite"):
+        call(x.at[1, 2].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"hutchinson must be one of .*'rademacher'.*'foo'"):
+        call(x, hutchinson="foo")
+    with pytest.raises(ValueError, match="time_variable"):
+        call(x, time_variable="sigma")
+    with pytest.raises(ValueError, match="num_probes"):
+        call(x, num_probes=0)
+    with pytest.raises(ValueError, match="eps"):
+        call(x, eps=0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Bits per dimension.
+
+
+def histogram_logp(probs, images_x, data_range):
+    """log-density on x of the dequantized discrete distribution: P(k) / a^D, a = bin width."""
+    lo, hi = data_range
+    width = (hi - lo) / probs.size
+    k = np.clip(np.floor((np.asarray(images_x) - lo) / width), 0, probs.size - 1).astype(int)
+    return np.sum(np.log(probs[k]) - np.log(width), axis=tuple(range(1, k.ndim)))
+
+
+@pytest.mark.parametrize("data_range", [(0.0, 1.0), (-1.0, 1.0)])
+def test_bits_per_dim_of_known_discrete_distributions(data_range):
+    """Uniform 8-bit pixels carry 8 bits; a skewed pixel distribution its entropy."""
+    rng = np.random.default_rng(0)
+    shape = (512, 2, 2, 3)
+    dims = math.prod(shape[1:])
+    for probs in (np.full(256, 1 / 256), rng.dirichlet(np.full(256, 0.3))):
+        images = rng.choice(256, size=shape, p=probs).astype(np.uint8)
+        x = lik.dequantize(jax.random.key(1), images, data_range=data_range)
+        lo, hi = data_range
+        assert float(x.min()) >= lo and float(x.max()) < hi
+        bpd = lik.bits_per_dim(histogram_logp(probs, x, data_range), dims, data_range=data_range)
+        # Per example: exactly the code length of the discrete image under P.
+        code_length = -np.sum(np.log2(probs[images]), axis=(1, 2, 3)) / dims
+        np.testing.assert_allclose(bpd, code_length, rtol=1e-4, atol=1e-4)
+        entropy = -np.sum(probs * np.log2(np.maximum(probs, 1e-300)))
+        stderr = np.std(code_length) / math.sqrt(shape[0])
+        assert abs(float(np.mean(bpd)) - entropy) < 4 * stderr + 1e-6
+
+
+def test_bits_per_dim_offset_is_the_log_bin_width():
+    """Offsets from the change of variables: shrinking the range by 2 adds one bit."""
+    logp = jnp.zeros(3)
+    unit = lik.bits_per_dim(logp, 10, data_range=(0.0, 1.0))
+    centered = lik.bits_per_dim(logp, 10, data_range=(-1.0, 1.0))
+    np.testing.assert_allclose(unit - centered, 1.0, rtol=1e-6)
+    # A density uniform on the data range is uniform over the 256 levels: 8 bits either way.
+    for lo, hi in [(0.0, 1.0), (-1.0, 1.0)]:
+        uniform = jnp.full(3, -10 * math.log(hi - lo))
+        np.testing.assert_allclose(
+            lik.bits_per_dim(uniform, 10, data_range=(lo, hi)), 8.0, rtol=1e-6
+        )
+
+
+def test_dataset_bits_per_dim_matches_closed_form():
+    sde = VPSDE()
+    rng = np.random.default_rng(0)
+    mean, std = 0.5, 0.2  # isotropic Gaussian model on [0, 1] pixel values
+    shape = (2, 2, 1)
+    batches = [
+        np.clip(np.round(255 * (mean + std * rng.standard_normal((16, *shape)))), 0, 255).astype(
+            np.uint8
+        )
+        for _ in range(3)
+    ]
+
+    def score(x, t):
+        m, s = sde.mean_coeff(t)[:, None, None, None], sde.marginal_std(t)[:, None, None, None]
+        return -(x - m * mean) / (m**2 * std**2 + s**2)
+
+    result = lik.dataset_bits_per_dim(
+        jax.random.key(0), sde, score, iter(batches), num_repeats=2, hutchinson="exact", log_every=1
+    )
+    assert result.num_examples == 48 and result.repeat_means.shape == (2,)
+    assert result.stderr > 0 and result.mean_nfe > 10
+
+    # Closed form: the flow's density is log p_eps(x) + log prior(z) - log p_T(z); the last two
+    # nearly cancel for VP, and E over dequantization is estimated with many draws.
+    images = np.concatenate(batches)
+    var0 = sde.mean_coeff(EPS) ** 2 * std**2 + sde.marginal_std(EPS) ** 2
+    x = lik.dequantize(jax.random.key(5), np.repeat(images, 64, axis=0))
+    logp = -0.5 * jnp.sum(
+        (x - sde.mean_coeff(EPS) * mean) ** 2 / var0 + jnp.log(2 * jnp.pi * var0), axis=(1, 2, 3)
+    )
+    expected = float(jnp.mean(lik.bits_per_dim(logp, 4)))
+    assert abs(result.mean - expected) < 0.02, (result.mean, expected)
+
+
+def test_dataset_bits_per_dim_rejects_bad_images():
+    sde = VESDE()
+    score = lambda x, t: -x  # noqa: E731
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="integer"):
+        lik.dataset_bits_per_dim(key, sde, score, [np.zeros((2, 3, 3), np.float32)])
+    with pytest.raises(ValueError, match=r"\[0, 255\], got values in \[300, 300\]"):
+        lik.dataset_bits_per_dim(key, sde, score, [np.full((2, 3, 3), 300, np.int16)])
+    with pytest.raises(ValueError, match="empty"):
+        lik.dataset_bits_per_dim(key, sde, score, [])
+    with pytest.raises(ValueError, match="num_repeats"):
+        lik.dataset_bits_per_dim(key, sde, score, [np.zeros((2, 3), np.uint8)], num_repeats=0)
