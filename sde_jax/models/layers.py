@@ -34,13 +34,13 @@ ACTIVATIONS: dict[str, Activation] = {
 
 __all__ = [
     "ACTIVATIONS",
+    "NIN",
     "AttnBlock",
     "AttnBlockpp",
     "Combine",
     "Conv2d",
     "Downsample",
     "GaussianFourierProjection",
-    "NIN",
     "ResnetBlockBigGANpp",
     "ResnetBlockDDPM",
     "ResnetBlockDDPMpp",
@@ -83,9 +83,9 @@ def conv1x1(
     x: Images, features: int, *, init_scale: float = 1.0, dtype: Dtype = jnp.float32
 ) -> Images:
     """A 1x1 convolution named ``Conv_<n>`` in the calling module."""
-    return nn.Conv(
-        features, kernel_size=(1, 1), kernel_init=default_init(init_scale), dtype=dtype
-    )(x)
+    return nn.Conv(features, kernel_size=(1, 1), kernel_init=default_init(init_scale), dtype=dtype)(
+        x
+    )
 
 
 def group_norm(x: Images, dtype: Dtype = jnp.float32) -> Images:
@@ -122,6 +122,7 @@ class GaussianFourierProjection(nn.Module):
 
     @nn.compact
     def __call__(self, x: Labels) -> Embedding:
+        """Returns ``[batch, 2 * embedding_size]`` features of ``x [batch]``."""
         w = self.param("W", nn.initializers.normal(stddev=self.scale), (self.embedding_size,))
         w = jax.lax.stop_gradient(w)
         proj = x[:, None] * w[None, :] * 2 * jnp.pi
@@ -137,6 +138,7 @@ class NIN(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """Applies ``x @ W + b`` over the last axis."""
         w = self.param("W", default_init(self.init_scale), (x.shape[-1], self.num_units))
         b = self.param("b", nn.initializers.zeros, (self.num_units,))
         x, w, b = (a.astype(self.dtype) for a in (x, w, b))
@@ -166,6 +168,7 @@ class AttnBlockpp(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
+        """Applies the layer to NHWC images."""
         h = group_norm(x, self.dtype)
         h = _self_attention(x, h, self.init_scale, self.dtype)
         return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
@@ -178,6 +181,7 @@ class AttnBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
+        """Applies the layer to NHWC images."""
         h = group_norm(x, self.dtype)
         return x + _self_attention(x, h, 0.0, self.dtype)
 
@@ -196,6 +200,7 @@ class Conv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
+        """Applies the layer to NHWC images."""
         init = self.kernel_init or default_init()
         shape = (self.kernel, self.kernel, x.shape[-1], self.fmaps)
         w = self.param("weight", init, shape).astype(self.dtype)
@@ -225,6 +230,7 @@ class Upsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
+        """Applies the layer to NHWC images."""
         out_ch = self.out_ch or x.shape[-1]
         if not self.fir:
             h = fir_lib.naive_upsample_2d(x)
@@ -248,6 +254,7 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
+        """Applies the layer to NHWC images."""
         out_ch = self.out_ch or x.shape[-1]
         if not self.fir:
             if self.with_conv:
@@ -266,6 +273,7 @@ class Combine(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images, y: Images) -> Images:
+        """Merges ``x`` (the pyramid) into ``y`` (the features)."""
         h = conv1x1(x, y.shape[-1], dtype=self.dtype)
         if self.method == "cat":
             return jnp.concatenate([h, y], axis=-1)
@@ -299,6 +307,7 @@ class ResnetBlockDDPMpp(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images, temb: Embedding | None = None, train: bool = True) -> Images:
+        """Applies the block; ``temb`` is the time embedding, ``train`` enables dropout."""
         channels = x.shape[-1]
         out_ch = self.out_ch or channels
         h = self.act(group_norm(x, self.dtype))
@@ -326,6 +335,7 @@ class ResnetBlockDDPM(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images, temb: Embedding | None = None, train: bool = True) -> Images:
+        """Applies the block; ``temb`` is the time embedding, ``train`` enables dropout."""
         channels = x.shape[-1]
         out_ch = self.out_ch or channels
         h = self.act(group_norm(x, self.dtype))
@@ -373,6 +383,7 @@ class ResnetBlockBigGANpp(nn.Module):
 
     @nn.compact
     def __call__(self, x: Images, temb: Embedding | None = None, train: bool = True) -> Images:
+        """Applies the block; ``temb`` is the time embedding, ``train`` enables dropout."""
         channels = x.shape[-1]
         out_ch = self.out_ch or channels
         h = self.act(group_norm(x, self.dtype))

@@ -56,7 +56,9 @@ def validate_unet_fields(module: Any) -> None:
     if not isinstance(module.nf, int) or module.nf < 4:
         raise ValueError(f"nf must be an int >= 4, got {module.nf!r}.")
     if len(module.ch_mult) == 0 or any(not isinstance(m, int) or m < 1 for m in module.ch_mult):
-        raise ValueError(f"ch_mult must be a non-empty tuple of positive ints, got {module.ch_mult!r}.")
+        raise ValueError(
+            f"ch_mult must be a non-empty tuple of positive ints, got {module.ch_mult!r}."
+        )
     if not isinstance(module.num_res_blocks, int) or module.num_res_blocks < 0:
         raise ValueError(f"num_res_blocks must be an int >= 0, got {module.num_res_blocks!r}.")
     if not 0.0 <= module.dropout < 1.0:
@@ -157,9 +159,7 @@ class NCSNpp(nn.Module):
         if not self.conditional:
             return None, sigmas
         temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(temb)
-        temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(
-            act(temb)
-        )
+        temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(act(temb))
         return temb, sigmas
 
     def _block_factory(self):
@@ -189,6 +189,14 @@ class NCSNpp(nn.Module):
             )
 
         return make
+
+    def _resampler(self, cls):
+        return cls(
+            with_conv=self.resamp_with_conv,
+            fir=self.fir,
+            fir_kernel=self.fir_kernel,
+            dtype=self.dtype,
+        )
 
     def _pyramid_sampler(self, cls, mode: str, **kwargs):
         return cls(
@@ -237,9 +245,7 @@ class NCSNpp(nn.Module):
             if level == levels - 1:
                 continue
             if self.resblock_type == "ddpm":
-                h = Downsample(
-                    with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt
-                )(hs[-1])
+                h = self._resampler(Downsample)(hs[-1])
             else:
                 h = block(down=True)(hs[-1], temb, train)
             if self.progressive_input == "input_skip":
@@ -270,9 +276,7 @@ class NCSNpp(nn.Module):
                 h, pyramid = self._output_pyramid(h, pyramid, level == levels - 1, out_channels)
             if level != 0:
                 if self.resblock_type == "ddpm":
-                    h = Upsample(
-                        with_conv=self.resamp_with_conv, fir=self.fir, fir_kernel=self.fir_kernel, dtype=dt
-                    )(h)
+                    h = self._resampler(Upsample)(h)
                 else:
                     h = block(up=True)(h, temb, train)
 
