@@ -1,0 +1,81 @@
+"""Turns a ``model`` config section into a Flax module: the one place models meet configs.
+
+The section uses the original score_sde key names (``nf``, ``ch_mult``, ``resblock_type``,
+``progressive_input`` ...); ``name`` picks the architecture. Keys a module has no field for
+(``ema_rate``, ``beta_min``, ``conv_size`` ...) describe training or the SDE and are ignored.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sde_jax.models.ddpm import DDPM
+from sde_jax.models.ncsnpp import NCSNpp
+
+MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM}
+"""Architectures by the original ``model.name``."""
+
+# Fields that come from outside the model section (data, run-time options) or from flax.
+_NOT_FROM_SECTION = {"parent", "name", "centered", "dtype", "remat"}
+# The original lower-cased these option strings before comparing them.
+_CASE_INSENSITIVE = {
+    "resblock_type",
+    "progressive",
+    "progressive_input",
+    "progressive_combine",
+    "embedding_type",
+    "nonlinearity",
+}
+
+__all__ = ["MODELS", "build_model", "module_kwargs"]
+
+
+def _plain(value: Any) -> Any:
+    """Lists (as ConfigDicts and JSON give them) become tuples, so modules stay hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def module_kwargs(cls: type[nn.Module], section: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the constructor arguments of ``cls`` found in ``section`` (others ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)} - _NOT_FROM_SECTION
+    kwargs = {key: _plain(section[key]) for key in names if key in section}
+    for key in _CASE_INSENSITIVE & kwargs.keys():
+        if isinstance(kwargs[key], str):
+            kwargs[key] = kwargs[key].lower()
+    return kwargs
+
+
+def build_model(
+    section: Mapping[str, Any],
+    *,
+    centered: bool,
+    dtype: Any = jnp.float32,
+    remat: bool = False,
+) -> nn.Module:
+    """Builds the module described by a model config section.
+
+    Args:
+      section: the ``model`` section (a ConfigDict or a dict), original key names; ``name``
+        chooses the architecture (one of ``MODELS``).
+      centered: whether the data are in [-1, 1] (``data.centered``); otherwise the network
+        maps [0, 1] inputs to [-1, 1] itself.
+      dtype: compute dtype of activations (parameters stay float32).
+      remat: rematerialize residual blocks in the backward pass.
+
+    Returns:
+      An unbound flax module; ``apply({'params': p}, x, labels, train=False)`` evaluates it.
+
+    Raises:
+      ValueError: if ``name`` is unknown, or a field has an invalid value.
+    """
+    name = section.get("name", None) if hasattr(section, "get") else section["name"]
+    if name not in MODELS:
+        raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}.")
+    cls = MODELS[name]
+    kwargs = module_kwargs(cls, section)
+    return cls(**kwargs, centered=bool(centered), dtype=dtype, remat=remat)

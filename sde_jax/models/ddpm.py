@@ -1,0 +1,136 @@
+"""The DDPM baseline U-Net (Ho et al., NeurIPS 2020), as score_sde's ``ddpm`` model.
+
+Song et al. (ICLR 2021) use it for the discrete VP baseline (``configs/vp/ddpm``). Residual
+blocks without rescaling, attention at the listed resolutions, nearest / stride-2 resampling,
+a sinusoidal embedding of the step labels and zero-initialized output layers.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from sde_jax.models import layers
+from sde_jax.models.layers import ACTIVATIONS, AttnBlock, Downsample, ResnetBlockDDPM, Upsample
+from sde_jax.models.ncsnpp import discrete_sigmas_descending, validate_unet_fields
+
+Images = Float[Array, "batch height width channels"]
+Labels = Float[Array, " batch"]
+
+__all__ = ["DDPM"]
+
+
+class DDPM(nn.Module):
+    """DDPM's U-Net: ``apply(variables, x, labels, train) -> output``.
+
+    ``labels`` are (possibly fractional) step indices, embedded sinusoidally when
+    ``conditional``. With ``scale_by_sigma`` the output is divided by the sigma of the integer
+    step ``labels`` in the descending table of ``num_scales`` sigmas (as the original).
+
+    Attributes:
+      nf: base width.
+      ch_mult: width multiplier per resolution.
+      num_res_blocks: residual blocks per resolution.
+      attn_resolutions: feature-map sizes that get self-attention.
+      dropout: dropout rate in residual blocks.
+      resamp_with_conv: convolve when up/downsampling.
+      conditional: condition on the time step.
+      scale_by_sigma: divide the output by sigma.
+      centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
+      nonlinearity: 'swish', 'relu', 'lrelu' or 'elu'.
+      sigma_min: smallest sigma of the sigma table.
+      sigma_max: largest sigma of the sigma table.
+      num_scales: length of the sigma table.
+      dtype: compute dtype of activations (parameters stay float32).
+      remat: rematerialize residual blocks in the backward pass.
+    """
+
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    scale_by_sigma: bool = False
+    centered: bool = True
+    nonlinearity: str = "swish"
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def __post_init__(self):
+        validate_unet_fields(self)
+        super().__post_init__()
+
+    def _block_factory(self):
+        cls = nn.remat(ResnetBlockDDPM, static_argnums=(3,)) if self.remat else ResnetBlockDDPM
+        act = ACTIVATIONS[self.nonlinearity]
+        count = [0]
+
+        def make(**kwargs):
+            name = f"ResnetBlockDDPM_{count[0]}"
+            count[0] += 1
+            return cls(act=act, dropout=self.dropout, dtype=self.dtype, name=name, **kwargs)
+
+        return make
+
+    @nn.compact
+    def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
+        """Returns the network output for images ``x`` (NHWC) and step ``labels``.
+
+        Raises:
+          ValueError: if the image size is not divisible by ``2 ** (len(ch_mult) - 1)``.
+        """
+        levels = len(self.ch_mult)
+        if x.ndim != 4 or x.shape[1] % 2 ** (levels - 1) or x.shape[2] % 2 ** (levels - 1):
+            raise ValueError(
+                f"x must be NHWC with height and width divisible by 2**(len(ch_mult)-1) = "
+                f"{2 ** (levels - 1)}, got shape {x.shape}."
+            )
+        act = ACTIVATIONS[self.nonlinearity]
+        dt = self.dtype
+        block = self._block_factory()
+        temb = None
+        if self.conditional:
+            temb = layers.timestep_embedding(labels, self.nf)
+            temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+            temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+        h = x if self.centered else 2 * x - 1.0
+        h = h.astype(dt)
+
+        hs = [layers.conv3x3(h, self.nf, dtype=dt)]
+        for level in range(levels):
+            for _ in range(self.num_res_blocks):
+                h = block(out_ch=self.nf * self.ch_mult[level])(hs[-1], temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = AttnBlock(dtype=dt)(h)
+                hs.append(h)
+            if level != levels - 1:
+                hs.append(Downsample(with_conv=self.resamp_with_conv, dtype=dt)(hs[-1]))
+
+        h = hs[-1]
+        h = block()(h, temb, train)
+        h = AttnBlock(dtype=dt)(h)
+        h = block()(h, temb, train)
+
+        for level in reversed(range(levels)):
+            for _ in range(self.num_res_blocks + 1):
+                skip = hs.pop()
+                h = block(out_ch=self.nf * self.ch_mult[level])(
+                    jnp.concatenate([h, skip], axis=-1), temb, train
+                )
+            if h.shape[1] in self.attn_resolutions:
+                h = AttnBlock(dtype=dt)(h)
+            if level != 0:
+                h = Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
+
+        h = act(layers.group_norm(h, dt))
+        h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt).astype(jnp.float32)
+        if self.scale_by_sigma:
+            table = discrete_sigmas_descending(self.sigma_min, self.sigma_max, self.num_scales)
+            h = h / table[labels.astype(jnp.int32)].reshape((-1, 1, 1, 1))
+        return h

@@ -1,0 +1,313 @@
+"""NCSN++ and DDPM++ (Song et al., ICLR 2021, section 4.4 and appendix H).
+
+One U-Net with options; the paper's two networks are two settings of it:
+
+- NCSN++ (VE): BigGAN blocks with FIR resampling, ``progressive_input='residual'``, Gaussian
+  Fourier features of log sigma, output divided by sigma (``scale_by_sigma``).
+- DDPM++ (VP, sub-VP): BigGAN blocks without FIR, no progressive paths, sinusoidal
+  embedding of ``999 t``, centered data.
+
+Parameter names and shapes equal the original score_sde ``NCSNpp``, so its checkpoints load
+directly (see ``sde_jax.compat.score_sde``).
+"""
+
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from sde_jax.models import layers
+from sde_jax.models.layers import (
+    ACTIVATIONS,
+    AttnBlockpp,
+    Combine,
+    Downsample,
+    GaussianFourierProjection,
+    ResnetBlockBigGANpp,
+    ResnetBlockDDPMpp,
+    Upsample,
+    check_choice,
+    conv3x3,
+    group_norm,
+)
+
+Images = Float[Array, "batch height width channels"]
+Labels = Float[Array, " batch"]
+
+RESBLOCK_TYPES = ("ddpm", "biggan")
+PROGRESSIVE = ("none", "output_skip", "residual")
+PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
+PROGRESSIVE_COMBINE = ("sum", "cat")
+EMBEDDING_TYPES = ("fourier", "positional")
+
+__all__ = ["NCSNpp", "discrete_sigmas_descending", "validate_unet_fields"]
+
+
+def discrete_sigmas_descending(sigma_min: float, sigma_max: float, num_scales: int) -> Array:
+    """The original ``get_sigmas``: ``num_scales`` geometric sigmas from sigma_max down."""
+    sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
+    return jnp.asarray(sigmas, dtype=jnp.float32)
+
+
+def validate_unet_fields(module: Any) -> None:
+    """Checks the fields shared by NCSN++ and DDPM; raises ValueError naming the bad field."""
+    if not isinstance(module.nf, int) or module.nf < 4:
+        raise ValueError(f"nf must be an int >= 4, got {module.nf!r}.")
+    if len(module.ch_mult) == 0 or any(not isinstance(m, int) or m < 1 for m in module.ch_mult):
+        raise ValueError(
+            f"ch_mult must be a non-empty tuple of positive ints, got {module.ch_mult!r}."
+        )
+    if not isinstance(module.num_res_blocks, int) or module.num_res_blocks < 0:
+        raise ValueError(f"num_res_blocks must be an int >= 0, got {module.num_res_blocks!r}.")
+    if not 0.0 <= module.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {module.dropout!r}.")
+    check_choice("nonlinearity", module.nonlinearity, tuple(ACTIVATIONS))
+    if module.scale_by_sigma and not 0 < module.sigma_min < module.sigma_max:
+        raise ValueError(
+            f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got "
+            f"{module.sigma_min!r} and {module.sigma_max!r}."
+        )
+
+
+class NCSNpp(nn.Module):
+    """The NCSN++ / DDPM++ U-Net: ``apply(variables, x, labels, train) -> output``.
+
+    ``labels`` is the time conditioning the original fed: sigma(t) for Fourier embeddings
+    (the network embeds log sigma), ``999 t`` or a step index for positional embeddings. With
+    ``scale_by_sigma`` the output is divided by sigma (for positional embeddings, the sigma of
+    the integer step ``labels`` in the descending table of ``num_scales`` sigmas).
+
+    Attributes:
+      nf: base width.
+      ch_mult: width multiplier per resolution.
+      num_res_blocks: residual blocks per resolution.
+      attn_resolutions: feature-map sizes that get self-attention.
+      dropout: dropout rate in residual blocks.
+      resamp_with_conv: convolve when resampling outside blocks ('ddpm' blocks, pyramids).
+      conditional: condition on time through a learned embedding.
+      fir: FIR (StyleGAN2) resampling instead of nearest / average pooling.
+      fir_kernel: the 1-D FIR kernel.
+      skip_rescale: divide residual sums by sqrt(2).
+      resblock_type: 'ddpm' or 'biggan'.
+      progressive: output pyramid, 'none', 'output_skip' or 'residual'.
+      progressive_input: input pyramid, 'none', 'input_skip' or 'residual'.
+      progressive_combine: how 'input_skip' merges, 'sum' or 'cat'.
+      embedding_type: 'fourier' (of log labels) or 'positional'.
+      fourier_scale: std of the Fourier feature frequencies.
+      init_scale: scale of the last layer of each block (0 means 1e-10).
+      scale_by_sigma: divide the output by sigma.
+      centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
+      nonlinearity: 'swish', 'relu', 'lrelu' or 'elu'.
+      sigma_min: smallest sigma of the positional-embedding sigma table.
+      sigma_max: largest sigma of that table.
+      num_scales: length of that table.
+      dtype: compute dtype of activations (parameters stay float32).
+      remat: rematerialize residual blocks in the backward pass.
+    """
+
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    fir: bool = True
+    fir_kernel: tuple[float, ...] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: Literal["ddpm", "biggan"] = "biggan"
+    progressive: Literal["none", "output_skip", "residual"] = "none"
+    progressive_input: Literal["none", "input_skip", "residual"] = "residual"
+    progressive_combine: Literal["sum", "cat"] = "sum"
+    embedding_type: Literal["fourier", "positional"] = "fourier"
+    fourier_scale: float = 16.0
+    init_scale: float = 0.0
+    scale_by_sigma: bool = True
+    centered: bool = False
+    nonlinearity: str = "swish"
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    def __post_init__(self):
+        validate_unet_fields(self)
+        check_choice("resblock_type", self.resblock_type, RESBLOCK_TYPES)
+        check_choice("progressive", self.progressive, PROGRESSIVE)
+        check_choice("progressive_input", self.progressive_input, PROGRESSIVE_INPUT)
+        check_choice("progressive_combine", self.progressive_combine, PROGRESSIVE_COMBINE)
+        check_choice("embedding_type", self.embedding_type, EMBEDDING_TYPES)
+        if self.embedding_type == "fourier" and not self.fourier_scale > 0:
+            raise ValueError(f"fourier_scale must be > 0, got {self.fourier_scale!r}.")
+        if self.fir and len(self.fir_kernel) == 0:
+            raise ValueError("fir_kernel must be non-empty when fir=True, got ().")
+        super().__post_init__()
+
+    def _time_embedding(self, labels: Labels) -> tuple[Array | None, Labels]:
+        """Returns the time embedding (None if unconditional) and the per-example sigmas."""
+        act = ACTIVATIONS[self.nonlinearity]
+        if self.embedding_type == "fourier":
+            sigmas = labels
+            temb = GaussianFourierProjection(self.nf, self.fourier_scale)(jnp.log(labels))
+        else:
+            table = discrete_sigmas_descending(self.sigma_min, self.sigma_max, self.num_scales)
+            sigmas = table[labels.astype(jnp.int32)] if self.scale_by_sigma else labels
+            temb = layers.timestep_embedding(labels, self.nf)
+        if not self.conditional:
+            return None, sigmas
+        temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(temb)
+        temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(act(temb))
+        return temb, sigmas
+
+    def _block_factory(self):
+        """Returns ``make(**kwargs)`` building the next residual block with the original name."""
+        act = ACTIVATIONS[self.nonlinearity]
+        if self.resblock_type == "ddpm":
+            cls, extra = ResnetBlockDDPMpp, {}
+        else:
+            cls, extra = ResnetBlockBigGANpp, {"fir": self.fir, "fir_kernel": self.fir_kernel}
+        prefix = cls.__name__
+        if self.remat:
+            cls = nn.remat(cls, static_argnums=(3,))
+        count = [0]
+
+        def make(**kwargs):
+            name = f"{prefix}_{count[0]}"
+            count[0] += 1
+            return cls(
+                act=act,
+                dropout=self.dropout,
+                init_scale=self.init_scale,
+                skip_rescale=self.skip_rescale,
+                dtype=self.dtype,
+                name=name,
+                **extra,
+                **kwargs,
+            )
+
+        return make
+
+    def _resampler(self, cls):
+        return cls(
+            with_conv=self.resamp_with_conv,
+            fir=self.fir,
+            fir_kernel=self.fir_kernel,
+            dtype=self.dtype,
+        )
+
+    def _pyramid_sampler(self, cls, mode: str, **kwargs):
+        return cls(
+            with_conv=mode == "residual",
+            fir=self.fir,
+            fir_kernel=self.fir_kernel,
+            dtype=self.dtype,
+            **kwargs,
+        )
+
+    @nn.compact
+    def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
+        """Returns the network output for images ``x`` (NHWC) and time conditioning ``labels``.
+
+        Raises:
+          ValueError: if the image size is not divisible by ``2 ** (len(ch_mult) - 1)``.
+        """
+        levels = len(self.ch_mult)
+        if x.ndim != 4 or x.shape[1] % 2 ** (levels - 1) or x.shape[2] % 2 ** (levels - 1):
+            raise ValueError(
+                f"x must be NHWC with height and width divisible by 2**(len(ch_mult)-1) = "
+                f"{2 ** (levels - 1)}, got shape {x.shape}."
+            )
+        act = ACTIVATIONS[self.nonlinearity]
+        dt = self.dtype
+        temb, sigmas = self._time_embedding(labels)
+        block = self._block_factory()
+        out_channels = x.shape[-1]
+
+        def attn():
+            return AttnBlockpp(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dt)
+
+        if not self.centered:
+            x = 2 * x - 1.0
+        x = x.astype(dt)
+
+        # Downsampling path.
+        input_pyramid = x if self.progressive_input != "none" else None
+        hs = [conv3x3(x, self.nf, dtype=dt)]
+        for level in range(levels):
+            for _ in range(self.num_res_blocks):
+                h = block(out_ch=self.nf * self.ch_mult[level])(hs[-1], temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn()(h)
+                hs.append(h)
+            if level == levels - 1:
+                continue
+            if self.resblock_type == "ddpm":
+                h = self._resampler(Downsample)(hs[-1])
+            else:
+                h = block(down=True)(hs[-1], temb, train)
+            if self.progressive_input == "input_skip":
+                input_pyramid = self._pyramid_sampler(Downsample, "input_skip")(input_pyramid)
+                h = Combine(method=self.progressive_combine, dtype=dt)(input_pyramid, h)
+            elif self.progressive_input == "residual":
+                down = self._pyramid_sampler(Downsample, "residual", out_ch=h.shape[-1])
+                input_pyramid = self._merge(down(input_pyramid), h)
+                h = input_pyramid
+            hs.append(h)
+
+        h = hs[-1]
+        h = block()(h, temb, train)
+        h = attn()(h)
+        h = block()(h, temb, train)
+
+        # Upsampling path.
+        pyramid = None
+        for level in reversed(range(levels)):
+            for _ in range(self.num_res_blocks + 1):
+                skip = hs.pop()
+                h = block(out_ch=self.nf * self.ch_mult[level])(
+                    jnp.concatenate([h, skip], axis=-1), temb, train
+                )
+            if h.shape[1] in self.attn_resolutions:
+                h = attn()(h)
+            if self.progressive != "none":
+                h, pyramid = self._output_pyramid(h, pyramid, level == levels - 1, out_channels)
+            if level != 0:
+                if self.resblock_type == "ddpm":
+                    h = self._resampler(Upsample)(h)
+                else:
+                    h = block(up=True)(h, temb, train)
+
+        if self.progressive == "output_skip":
+            h = pyramid
+        else:
+            h = act(group_norm(h, dt))
+            h = conv3x3(h, out_channels, init_scale=self.init_scale, dtype=dt)
+        h = h.astype(jnp.float32)
+        if self.scale_by_sigma:
+            h = h / sigmas.reshape((-1, 1, 1, 1))
+        return h
+
+    def _merge(self, a: Images, b: Images) -> Images:
+        return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
+
+    def _output_pyramid(
+        self, h: Images, pyramid: Images | None, first: bool, out_channels: int
+    ) -> tuple[Images, Images]:
+        """One step of the output pyramid ('output_skip' or 'residual'); returns (h, pyramid)."""
+        act = ACTIVATIONS[self.nonlinearity]
+        dt = self.dtype
+        if self.progressive == "output_skip":
+            if not first:
+                pyramid = self._pyramid_sampler(Upsample, "output_skip")(pyramid)
+            feat = conv3x3(
+                act(group_norm(h, dt)), out_channels, init_scale=self.init_scale, dtype=dt
+            )
+            return h, feat if first else pyramid + feat
+        if first:
+            return h, conv3x3(act(group_norm(h, dt)), h.shape[-1], dtype=dt)
+        pyramid = self._pyramid_sampler(Upsample, "residual", out_ch=h.shape[-1])(pyramid)
+        pyramid = self._merge(pyramid, h)
+        return pyramid, pyramid

@@ -1,0 +1,82 @@
+"""Scores from network outputs, per SDE and time conditioning, as the original."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sde_jax.compat import load_checkpoint, model_from_config
+from sde_jax.models import get_score_fn, time_labels
+from sde_jax.sdes import VESDE, VPSDE, SubVPSDE
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
+CASES = {"ncsnpp_ve": VESDE(sigma_min=0.01, sigma_max=50.0), "ddpmpp_vp": VPSDE(0.1, 20.0)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_score_and_labels_match_the_original(name):
+    sde = CASES[name]
+    fx = np.load(FIXTURES / f"{name}.npz")
+    np.testing.assert_array_equal(time_labels(sde, fx["t"]), fx["labels"])  # bit for bit
+    model = model_from_config(json.loads(str(fx["config_json"]))["config"])
+    params = load_checkpoint(FIXTURES / f"{name}.msgpack")["params_ema"]
+    score = np.asarray(jax.jit(get_score_fn(sde, model.apply, params))(fx["x"], fx["t"]))
+    ref = fx["score_from_params_ema"]
+    if isinstance(sde, VESDE):
+        deviation = np.abs(score - ref).max(axis=(1, 2, 3)) / np.abs(ref).max(axis=(1, 2, 3))
+        assert np.all(deviation <= 1e-5), deviation
+    else:
+        np.testing.assert_allclose(score, ref, rtol=1e-4, atol=1e-5)
+
+
+def _recording_apply(calls):
+    def apply(variables, x, labels, train):
+        assert train is False and set(variables) == {"params"}
+        calls.append(labels)
+        return jnp.ones_like(x) * 2.0
+
+    return apply
+
+
+T = jnp.array([0.05, 0.3, 0.7, 0.999])
+X = jnp.zeros((4, 2, 2, 1))
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_subvp_feeds_999t_and_divides_by_its_std(continuous):
+    # The original fed 999 t to sub-VP networks in the discrete case too.
+    sde, calls = SubVPSDE(), []
+    score = get_score_fn(sde, _recording_apply(calls), {}, continuous=continuous)(X, T)
+    np.testing.assert_allclose(calls[0], 999 * T, rtol=1e-7)
+    b = 0.1 * T + 0.5 * T**2 * 19.9
+    std = 1 - np.exp(-b)
+    np.testing.assert_allclose(score[:, 0, 0, 0], -2.0 / std, rtol=1e-5)
+
+
+def test_discrete_vp_uses_ddpm_step_labels_and_alpha_bar():
+    sde, calls = VPSDE(), []
+    score = get_score_fn(sde, _recording_apply(calls), {}, continuous=False, num_scales=1000)(X, T)
+    np.testing.assert_allclose(calls[0], T * 999, rtol=1e-7)
+    betas = np.linspace(0.1 / 1000, 20 / 1000, 1000)
+    sqrt_1m_abar = np.sqrt(1 - np.cumprod(1 - betas))
+    idx = np.asarray(T * 999, dtype=np.float32).astype(np.int32)
+    np.testing.assert_allclose(score[:, 0, 0, 0], -2.0 / sqrt_1m_abar[idx], rtol=1e-4)
+
+
+def test_discrete_ve_feeds_descending_step_index_and_returns_output():
+    sde, calls = VESDE(), []
+    score = get_score_fn(sde, _recording_apply(calls), {}, continuous=False, num_scales=1000)(X, T)
+    assert calls[0].dtype == jnp.int32
+    np.testing.assert_array_equal(calls[0], np.round((1 - np.asarray(T)) * 999).astype(np.int32))
+    np.testing.assert_array_equal(score, 2.0)
+
+
+def test_scalar_time_is_broadcast_and_unknown_sde_rejected():
+    calls = []
+    get_score_fn(VPSDE(), _recording_apply(calls), {})(X, 0.5)
+    assert calls[0].shape == (4,)
+    with pytest.raises(TypeError, match="sde must be"):
+        get_score_fn(object(), _recording_apply(calls), {})
