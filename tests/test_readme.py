@@ -9,8 +9,9 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert blocks, "README.md has no python block"
+    namespace = {}  # the tour continues from block to block
     for block in blocks:
-        exec(compile(block, str(README), "exec"), {})
+        exec(compile(block, str(README), "exec"), namespace)
 
 
 def test_readme_has_the_two_setup_commands():
