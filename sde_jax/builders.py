@@ -1,5 +1,7 @@
-"""The one place where config sections become objects: SDEs here; models in
-``sde_jax.models.build_model``; samplers in ``sde_jax.sampling.get_sampler``.
+"""Where config sections become objects.
+
+SDEs here; models in ``sde_jax.models.build_model``; samplers in
+``sde_jax.sampling.get_sampler``.
 """
 
 from collections.abc import Mapping
