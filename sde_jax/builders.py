@@ -7,6 +7,11 @@ SDEs here; models in ``sde_jax.models.build_model``; samplers in
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
+import jax.numpy as jnp
+import optax
+
+from sde_jax.models import build_model
 from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE
 
 SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
@@ -25,3 +30,67 @@ def build_sde(section: Mapping[str, Any]) -> SDE:
     if name.lower() == "vesde":
         return VESDE(sigma_min=section["sigma_min"], sigma_max=section["sigma_max"])
     return SDES[name.lower()](beta_min=section["beta_min"], beta_max=section["beta_max"])
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+"""Compute dtypes of ``model.dtype``."""
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+def build_model_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """The score network of a full config (its ``model`` and ``data.centered``).
+
+    Raises:
+      ValueError: for an unknown ``model.dtype`` or an invalid model section.
+    """
+    model = config["model"]
+    dtype = model.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+    return build_model(
+        model,
+        centered=config["data"]["centered"],
+        dtype=DTYPES[dtype],
+        remat=bool(model.get("remat", False)),
+    )
+
+
+def build_optimizer(section: Mapping[str, Any]) -> optax.GradientTransformation:
+    r"""The original's optimizer: Adam with linear warmup and global-norm gradient clipping.
+
+    The learning rate is :math:`\mathrm{lr} \cdot \min(1, \mathrm{step}/\mathrm{warmup})`;
+    gradients are clipped to global norm ``grad_clip`` (None or 0: no clipping) before Adam.
+    ``adamw`` adds decoupled weight decay ``weight_decay``.
+
+    Raises:
+      ValueError: for an unknown ``optim.optimizer`` or a non-positive ``optim.lr``.
+    """
+    name = section["optimizer"]
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise ValueError(f"optim.optimizer must be one of {list(OPTIMIZERS)}, got {name!r}.")
+    if not section["lr"] > 0:
+        raise ValueError(f"optim.lr must be > 0, got {section['lr']!r}.")
+    warmup = int(section.get("warmup", 0) or 0)
+    if warmup > 0:
+        schedule = optax.warmup_constant_schedule(0.0, section["lr"], warmup)
+    else:
+        schedule = optax.constant_schedule(section["lr"])
+    kwargs = {"b1": section.get("beta1", 0.9), "b2": 0.999, "eps": section.get("eps", 1e-8)}
+    if name.lower() == "adamw":
+        adam = optax.adamw(schedule, weight_decay=section.get("weight_decay", 0.0), **kwargs)
+    else:
+        adam = optax.adam(schedule, **kwargs)
+    clip = section.get("grad_clip", None)
+    return optax.chain(optax.clip_by_global_norm(clip), adam) if clip else adam
+
+
+def check_image_size(config: Mapping[str, Any]) -> None:
+    """Raises ValueError unless ``data.image_size`` halves cleanly at every U-Net level."""
+    size, ch_mult = config["data"]["image_size"], tuple(config["model"]["ch_mult"])
+    factor = 2 ** (len(ch_mult) - 1)
+    if size % factor:
+        raise ValueError(
+            f"data.image_size={size} must be divisible by 2^(len(model.ch_mult) - 1) = {factor} "
+            f"for model.ch_mult={ch_mult}."
+        )
