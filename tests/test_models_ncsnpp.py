@@ -14,6 +14,7 @@ from sde_jax.models import DDPM, NCSNpp, build_model
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
 SMALL = {"nf": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,), "dropout": 0.0}
+DDPM_SMALL = {**SMALL, "nf": 32}  # DDPM's GroupNorms have 32 groups
 X = jnp.linspace(0.0, 1.0, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)
 
 
@@ -89,7 +90,7 @@ def test_invalid_numbers_raise_naming_the_field(field, value):
         NCSNpp(**{**SMALL, field: value})
     if field != "fourier_scale":
         with pytest.raises(ValueError, match=field):
-            DDPM(**{**SMALL, field: value})
+            DDPM(**{**DDPM_SMALL, field: value})
 
 
 def test_image_size_must_fit_the_resolutions():
@@ -100,7 +101,7 @@ def test_image_size_must_fit_the_resolutions():
 
 @pytest.mark.parametrize("conditional", [True, False])
 def test_ddpm_baseline_shapes(conditional):
-    model = DDPM(**SMALL, conditional=conditional, scale_by_sigma=not conditional)
+    model = DDPM(**DDPM_SMALL, conditional=conditional, scale_by_sigma=not conditional)
     variables, out = _shapes(model, labels=jnp.array([3.0, 999.0]))
     assert out.shape == X.shape
     assert ("Dense_0" in variables["params"]) == conditional
@@ -169,6 +170,6 @@ def test_remat_gives_identical_outputs_and_gradients(resblock, dropout):
 
 
 def test_ddpm_remat_keeps_parameter_names():
-    a = _shapes(DDPM(**SMALL))[0]
-    b = _shapes(DDPM(**SMALL, remat=True))[0]
+    a = _shapes(DDPM(**DDPM_SMALL))[0]
+    b = _shapes(DDPM(**DDPM_SMALL, remat=True))[0]
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
