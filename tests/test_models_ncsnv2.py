@@ -7,7 +7,8 @@ import pytest
 
 from sde_jax.models import build_model
 from sde_jax.models.ncsnpp import discrete_sigmas_descending
-from sde_jax.models.ncsnv2 import NCSN, ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus, NCSNv2
+from sde_jax.models.ncsnv2 import NCSN, NCSNv2
+from sde_jax.models.normalization import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus
 
 
 @pytest.mark.parametrize(("variant", "size"), [(64, 16), (128, 32), (256, 64)])
