@@ -100,20 +100,34 @@ class SmallConvNet(nn.Module):
 
 
 def build_network(key, channels=64, num_blocks=3):
-    """Returns (apply(x, t), description); NCSN++ from sde_jax.models when available."""
+    """Returns (apply(x, t), description): a small NCSN++ from sde_jax.models if importable."""
+    x0, t0 = jnp.zeros((BATCH, *IMAGE)), jnp.full((BATCH,), 0.5)
     try:
         from sde_jax import models
 
-        model = models.NCSNpp(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=())
-        params = model.init(key, jnp.zeros((BATCH, *IMAGE)), jnp.zeros((BATCH,)))
-        return (lambda x, t: model.apply(params, x, t)), "sde_jax.models.NCSNpp (small)"
+        nf = channels // 2
+        model = models.presets.ncsnpp_cifar10(
+            nf=nf, ch_mult=(1, 2), num_res_blocks=num_blocks, attn_resolutions=(8,), dropout=0.0
+        )
+        params = model.init(key, x0, t0, train=False)
+
+        def apply(x, t):
+            return model.apply(params, x, t, train=False)
+
+        jax.block_until_ready(apply(x0, t0))
+        size = sum(p.size for p in jax.tree.leaves(params))
+        return apply, (
+            f"sde_jax.models.presets.ncsnpp_cifar10 shrunk to nf={nf}, ch_mult=(1, 2), "
+            f"num_res_blocks={num_blocks}, attention at 8x8, no dropout ({size:,} parameters)"
+        )
     except Exception as err:  # any failure (missing module, other API) means the fallback
         reason = f"{type(err).__name__}: {err}"
     model = SmallConvNet(channels, num_blocks)
-    params = model.init(key, jnp.zeros((BATCH, *IMAGE)), jnp.zeros((BATCH,)))
+    params = model.init(key, x0, t0)
+    size = sum(p.size for p in jax.tree.leaves(params))
     description = (
-        f"fallback SmallConvNet ({channels} channels, {num_blocks} residual blocks) defined in "
-        f"the benchmark; sde_jax.models not usable here ({reason})"
+        f"fallback SmallConvNet ({channels} channels, {num_blocks} residual blocks, {size:,} "
+        f"parameters) defined in the benchmark; sde_jax.models not usable here ({reason})"
     )
     return (lambda x, t: model.apply(params, x, t)), description
 
@@ -250,7 +264,7 @@ def main():
     sde = VPSDE()
     data = GaussianData(sde, math.prod(IMAGE))
     x = jnp.asarray(data.sample(BATCH).reshape(BATCH, *IMAGE))
-    for label, channels, num_blocks in (("small", 64, 3), ("tiny", 16, 1)):
+    for label, channels, num_blocks in (("small", 64, 2), ("tiny", 16, 1)):
         net, description = build_network(jax.random.key(0), channels, num_blocks)
 
         def score_fn(y, t, net=net):
