@@ -112,8 +112,8 @@ def _draw_probes(key: Key, x: Data, hutchinson: str, num_probes: int) -> Probes:
 
 # --------------------------------------------------------------------------------------------
 # Time variables. u = log(s(t)/m(t)), the log noise-to-signal ratio (EDM's log sigma; the log
-# SNR is -2u). The PF-ODE is much smoother in u than in t near t = eps for VP and sub-VP, where
-# s(t) ~ sqrt(t). Only t(u) is needed: dt/du comes from its jvp.
+# SNR is -2u). Near t = eps, s(t) ~ sqrt(t) for VP and sub-VP, so the drift in t varies on the
+# scale of t itself; in u it does not. Only t(u) is needed: dt/du comes from its jvp.
 
 
 def log_sigma(sde: SDE, t: ArrayLike) -> Array:
@@ -214,9 +214,12 @@ def log_likelihood(
       atol: absolute tolerance of the ODE solver.
       eps: the start time :math:`\epsilon`, in (0, T).
       time_variable: ``'t'`` integrates in the SDE's time as the paper did; ``'log_sigma'``
-        integrates in :math:`u = \log(s(t)/m(t))` (minus half the log SNR), where the ODE is
-        smoother near :math:`\epsilon`, so fewer evaluations reach the same accuracy. Both
-        compute the same quantity: :math:`\int F\,dt = \int F\,(dt/du)\,du`.
+        integrates in :math:`u = \log(s(t)/m(t))` (minus half the log SNR) instead. Both
+        compute the same quantity, :math:`\int F\,dt = \int F\,(dt/du)\,du`, and agree to
+        solver accuracy. Log sigma takes fewer evaluations at equal tolerance for VP and
+        sub-VP, but in our measurements (benchmarks/likelihood.md) it was not more accurate
+        per evaluation on Gaussian data, so ``'t'`` stays the default; for VE the two are the
+        same ODE up to an affine change of variable.
       max_steps: the most solver steps attempted before reporting failure.
 
     Returns:

@@ -44,14 +44,18 @@ VectorField = Callable[[Array, PyTree], PyTree]
 # so a float64 state stays float64 and a float32 state stays float32 whatever the time dtype.
 
 
-def _axpy(y: PyTree, h: Array, coeffs: tuple[float, ...], ks: tuple[PyTree, ...]) -> PyTree:
-    """Returns ``y + h * sum_j coeffs[j] * ks[j]``, skipping zero coefficients."""
+def _axpy(y: PyTree | None, h: Array, coeffs: tuple[float, ...], ks: tuple[PyTree, ...]) -> PyTree:
+    """Returns ``y + h * sum_j coeffs[j] * ks[j]`` (without ``y`` if None), skipping zeros."""
     terms = [(c, k) for c, k in zip(coeffs, ks, strict=True) if c != 0.0]
 
     def leaf(y_leaf, *k_leaves):
         acc = sum(c * k for (c, _), k in zip(terms, k_leaves, strict=True))
-        return (y_leaf + h.astype(y_leaf.dtype) * acc).astype(y_leaf.dtype)
+        dtype = k_leaves[0].dtype if y_leaf is None else y_leaf.dtype
+        acc = h.astype(dtype) * acc
+        return (acc if y_leaf is None else y_leaf + acc).astype(dtype)
 
+    if y is None:
+        return jax.tree.map(lambda *k: leaf(None, *k), *[k for _, k in terms])
     return jax.tree.map(leaf, y, *[k for _, k in terms])
 
 
@@ -270,6 +274,33 @@ def _initial_step(fn, t0, y0, f0, direction, span, rtol, atol):
     return jnp.where(jnp.isfinite(h) & (h > 0), h, h0)
 
 
+def _dopri_attempt(fn, t, y, k1, h, rtol, atol):
+    """One trial step of size ``h`` from ``(t, y)``, given ``k1 = fn(t, y)``.
+
+    Returns the fifth-order state, ``fn`` there (the next step's ``k1``) and the error norm.
+    """
+    ks = (k1,)
+    for c, a in zip(_C[:-1], _A[:-1], strict=True):
+        ks = (*ks, fn(t + c * h, _axpy(y, h, a, ks)))
+    # The last row of the tableau is the fifth-order solution; its stage is f at the new
+    # point, which the next step reuses as its first stage.
+    y_new = _axpy(y, h, _A[-1], ks)
+    ks = (*ks, fn(t + h, y_new))
+    err = _rms(_scaled(_axpy(None, h, _E, ks), y, y_new, rtol, atol))
+    return y_new, ks[-1], jnp.where(jnp.isfinite(err), err, jnp.inf)
+
+
+def _step_factor(err, err_prev, accept):
+    """The PI controller's step-size factor (I-controller after a rejection)."""
+    err = jnp.maximum(err, 1e-10)
+    factor_accept = _SAFETY * err ** (-_ALPHA) * err_prev**_BETA
+    factor_reject = _SAFETY * err ** (-1.0 / _ERROR_ORDER)
+    factor = jnp.where(accept, factor_accept, factor_reject)
+    # Never grow after a rejection; a non-finite error shrinks by the largest allowed factor.
+    factor = jnp.clip(factor, _MIN_FACTOR, jnp.where(accept, _MAX_FACTOR, 1.0))
+    return jnp.where(jnp.isfinite(factor), factor, _MIN_FACTOR)
+
+
 def solve_adaptive(
     fn: VectorField,
     y0: PyTree,
@@ -339,39 +370,19 @@ def solve_adaptive(
     h_abs = jnp.minimum(h_abs, span)
     start_ok = jnp.isfinite(_rms(f0))
 
-    def attempt(state: _State):
-        """One trial step of size ``state.h``: the new state, last stage and scaled error."""
-        t, y, h = state.t, state.y, state.h
-        ks = (state.k1,)
-        for c, a in zip(_C[:-1], _A[:-1], strict=True):
-            ks = (*ks, fn(t + c * h, _axpy(y, h, a, ks)))
-        # The last row of the tableau is the fifth-order solution; its stage is f at the new
-        # point, which the next step reuses as its first stage.
-        y_new = _axpy(y, h, _A[-1], ks)
-        ks = (*ks, fn(t + h, y_new))
-        err_tree = _axpy(jax.tree.map(jnp.zeros_like, y), h, _E, ks)
-        err = _rms(_scaled(err_tree, y, y_new, rtol, atol))
-        return y_new, ks[-1], err
-
     def cond(state: _State):
         n = state.num_steps + state.num_rejected
         return (~state.done) & (~state.stalled) & (n < max_steps) & start_ok
 
     def body(state: _State) -> _State:
-        y_new, k7, err = attempt(state)
-        err = jnp.where(jnp.isfinite(err), err, jnp.inf)
+        y_new, k7, err = _dopri_attempt(fn, state.t, state.y, state.k1, state.h, rtol, atol)
         accept = err <= 1.0
         t_try = state.t + state.h
         # Land exactly on t1, also when t + h rounds onto or past it.
         last = (jnp.abs(state.h) >= jnp.abs(t1 - state.t)) | (direction * (t1 - t_try) <= 0)
         t_new = jnp.where(last, t1, t_try)
 
-        safe_err = jnp.maximum(err, 1e-10)
-        factor_accept = _SAFETY * safe_err ** (-_ALPHA) * state.err_prev**_BETA
-        factor_reject = _SAFETY * safe_err ** (-1.0 / _ERROR_ORDER)
-        factor = jnp.where(accept, factor_accept, factor_reject)
-        factor = jnp.clip(factor, _MIN_FACTOR, jnp.where(accept, _MAX_FACTOR, 1.0))
-        factor = jnp.where(jnp.isfinite(factor), factor, _MIN_FACTOR).astype(time_dtype)
+        factor = _step_factor(err, state.err_prev, accept).astype(time_dtype)
 
         t_next = jnp.where(accept, t_new, state.t)
         h_abs_next = jnp.minimum(jnp.abs(state.h) * factor, jnp.abs(t1 - t_next))

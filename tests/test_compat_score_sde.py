@@ -140,6 +140,9 @@ def test_model_from_config_accepts_configdict_and_lowercases_options():
     assert model.fir_kernel == (1, 3, 3, 1) and model.ch_mult == (1, 2, 2)
     assert model.centered is False and model.scale_by_sigma is True
     cfg["model"]["name"] = "ddpm"
+    with pytest.raises(ValueError, match="multiple of 32"):
+        model_from_config(cfg)  # the DDPM baseline's GroupNorms have 32 groups
+    cfg["model"]["nf"] = 32
     assert isinstance(model_from_config(cfg), DDPM)
 
 

@@ -14,12 +14,20 @@ import jax.numpy as jnp
 
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
+from sde_jax.models.ncsnv2 import NCSN, NCSNv2
 
-MODELS: dict[str, type[nn.Module]] = {"ncsnpp": NCSNpp, "ddpm": DDPM}
-"""Architectures by the original ``model.name``."""
+MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "ncsnpp": (NCSNpp, {}),
+    "ddpm": (DDPM, {}),
+    "ncsnv2_64": (NCSNv2, {"variant": 64}),
+    "ncsnv2_128": (NCSNv2, {"variant": 128}),
+    "ncsnv2_256": (NCSNv2, {"variant": 256}),
+    "ncsn": (NCSN, {}),
+}
+"""Architectures by the original ``model.name``: the class and the fields the name fixes."""
 
 # Fields that come from outside the model section (data, run-time options) or from flax.
-_NOT_FROM_SECTION = {"parent", "name", "centered", "dtype", "remat"}
+_NOT_FROM_SECTION = {"parent", "name", "centered", "dtype", "remat", "variant"}
 # The original lower-cased these option strings before comparing them.
 _CASE_INSENSITIVE = {
     "resblock_type",
@@ -66,16 +74,25 @@ def build_model(
         maps [0, 1] inputs to [-1, 1] itself.
       dtype: compute dtype of activations (parameters stay float32).
       remat: rematerialize residual blocks in the backward pass.
+        ``dtype`` and ``remat`` are options of NCSN++ and DDPM, not of NCSNv2 / NCSN.
 
     Returns:
       An unbound flax module; ``apply({'params': p}, x, labels, train=False)`` evaluates it.
 
     Raises:
-      ValueError: if ``name`` is unknown, or a field has an invalid value.
+      ValueError: if ``name`` is unknown, a field has an invalid value, or ``dtype`` /
+        ``remat`` are set for a model without them.
     """
     name = section.get("name", None) if hasattr(section, "get") else section["name"]
     if name not in MODELS:
         raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}.")
-    cls = MODELS[name]
-    kwargs = module_kwargs(cls, section)
-    return cls(**kwargs, centered=bool(centered), dtype=dtype, remat=remat)
+    cls, fixed = MODELS[name]
+    kwargs = {**module_kwargs(cls, section), **fixed, "centered": bool(centered)}
+    names = {f.name for f in dataclasses.fields(cls)}
+    options = {"dtype": dtype, "remat": remat}
+    for option, value in options.items():
+        if option in names:
+            kwargs[option] = value
+        elif value != {"dtype": jnp.float32, "remat": False}[option]:
+            raise ValueError(f"{option}={value!r} is not supported by model {name!r}.")
+    return cls(**kwargs)

@@ -24,6 +24,7 @@ __all__ = ["DDPM"]
 class DDPM(nn.Module):
     """DDPM's U-Net: ``apply(variables, x, labels, train) -> output``.
 
+    Every GroupNorm has 32 groups (as the original), so widths must be multiples of 32.
     ``labels`` are (possibly fractional) step indices, embedded sinusoidally when
     ``conditional``. With ``scale_by_sigma`` the output is divided by the sigma of the integer
     step ``labels`` in the descending table of ``num_scales`` sigmas (as the original).
@@ -64,6 +65,11 @@ class DDPM(nn.Module):
 
     def __post_init__(self):
         validate_unet_fields(self)
+        if self.nf % layers.DDPM_GROUPS:
+            raise ValueError(
+                f"nf must be a multiple of {layers.DDPM_GROUPS} (the GroupNorm groups), "
+                f"got {self.nf!r}."
+            )
         super().__post_init__()
 
     def _block_factory(self):
@@ -128,7 +134,7 @@ class DDPM(nn.Module):
             if level != 0:
                 h = Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
 
-        h = act(layers.group_norm(h, dt))
+        h = act(layers.group_norm(h, dt, layers.DDPM_GROUPS))
         h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt).astype(jnp.float32)
         if self.scale_by_sigma:
             table = discrete_sigmas_descending(self.sigma_min, self.sigma_max, self.num_scales)

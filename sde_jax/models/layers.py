@@ -32,6 +32,9 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 """The original ``model.nonlinearity`` choices."""
 
+DDPM_GROUPS = 32
+"""The DDPM baseline normalizes with flax's default of 32 groups everywhere."""
+
 __all__ = [
     "ACTIVATIONS",
     "NIN",
@@ -88,9 +91,13 @@ def conv1x1(
     )
 
 
-def group_norm(x: Images, dtype: Dtype = jnp.float32) -> Images:
-    """GroupNorm with ``min(channels // 4, 32)`` groups and epsilon 1e-6, as the original."""
-    return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32), dtype=dtype)(x)
+def group_norm(x: Images, dtype: Dtype = jnp.float32, num_groups: int | None = None) -> Images:
+    """GroupNorm with epsilon 1e-6 and ``min(channels // 4, 32)`` groups unless given.
+
+    NCSN++ uses ``min(channels // 4, 32)`` groups; the DDPM baseline always 32.
+    """
+    groups = min(x.shape[-1] // 4, 32) if num_groups is None else num_groups
+    return nn.GroupNorm(num_groups=groups, dtype=dtype)(x)
 
 
 def timestep_embedding(timesteps: Labels, dim: int, max_positions: int = 10000) -> Embedding:
@@ -175,14 +182,14 @@ class AttnBlockpp(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """DDPM self-attention block (Ho et al., 2020): as ``AttnBlockpp`` without rescaling."""
+    """DDPM self-attention block (Ho et al., 2020): 32-group GroupNorm, no rescaling."""
 
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Images) -> Images:
         """Applies the layer to NHWC images."""
-        h = group_norm(x, self.dtype)
+        h = group_norm(x, self.dtype, num_groups=DDPM_GROUPS)
         return x + _self_attention(x, h, 0.0, self.dtype)
 
 
@@ -325,7 +332,10 @@ class ResnetBlockDDPMpp(nn.Module):
 
 
 class ResnetBlockDDPM(nn.Module):
-    """The DDPM baseline's residual block (Ho et al., 2020): no rescaling, zero-init last conv."""
+    """The DDPM baseline's residual block (Ho et al., 2020).
+
+    As ``ResnetBlockDDPMpp`` with 32-group GroupNorms, no rescaling and a zero-init last conv.
+    """
 
     act: Activation
     out_ch: int | None = None
@@ -338,10 +348,10 @@ class ResnetBlockDDPM(nn.Module):
         """Applies the block; ``temb`` is the time embedding, ``train`` enables dropout."""
         channels = x.shape[-1]
         out_ch = self.out_ch or channels
-        h = self.act(group_norm(x, self.dtype))
+        h = self.act(group_norm(x, self.dtype, DDPM_GROUPS))
         h = conv3x3(h, out_ch, dtype=self.dtype)
         h = _add_time_bias(h, temb, self.act, self.dtype)
-        h = self.act(group_norm(h, self.dtype))
+        h = self.act(group_norm(h, self.dtype, DDPM_GROUPS))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=0.0, dtype=self.dtype)
         if channels != out_ch:

@@ -207,6 +207,11 @@ class NCSNpp(nn.Module):
             **kwargs,
         )
 
+    def _attention(self) -> AttnBlockpp:
+        return AttnBlockpp(
+            skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=self.dtype
+        )
+
     @nn.compact
     def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
         """Returns the network output for images ``x`` (NHWC) and time conditioning ``labels``.
@@ -220,27 +225,30 @@ class NCSNpp(nn.Module):
                 f"x must be NHWC with height and width divisible by 2**(len(ch_mult)-1) = "
                 f"{2 ** (levels - 1)}, got shape {x.shape}."
             )
-        act = ACTIVATIONS[self.nonlinearity]
-        dt = self.dtype
         temb, sigmas = self._time_embedding(labels)
         block = self._block_factory()
-        out_channels = x.shape[-1]
-
-        def attn():
-            return AttnBlockpp(skip_rescale=self.skip_rescale, init_scale=self.init_scale, dtype=dt)
-
         if not self.centered:
             x = 2 * x - 1.0
-        x = x.astype(dt)
+        hs = self._down_path(x.astype(self.dtype), temb, block, train)
+        h = block()(hs[-1], temb, train)
+        h = self._attention()(h)
+        h = block()(h, temb, train)
+        h = self._up_path(h, hs, temb, block, train, out_channels=x.shape[-1])
+        h = h.astype(jnp.float32)
+        if self.scale_by_sigma:
+            h = h / sigmas.reshape((-1, 1, 1, 1))
+        return h
 
-        # Downsampling path.
+    def _down_path(self, x: Images, temb: Array | None, block, train: bool) -> list[Images]:
+        """The encoder; returns every feature map the decoder takes as a skip connection."""
+        levels = len(self.ch_mult)
         input_pyramid = x if self.progressive_input != "none" else None
-        hs = [conv3x3(x, self.nf, dtype=dt)]
+        hs = [conv3x3(x, self.nf, dtype=self.dtype)]
         for level in range(levels):
             for _ in range(self.num_res_blocks):
                 h = block(out_ch=self.nf * self.ch_mult[level])(hs[-1], temb, train)
                 if h.shape[1] in self.attn_resolutions:
-                    h = attn()(h)
+                    h = self._attention()(h)
                 hs.append(h)
             if level == levels - 1:
                 continue
@@ -250,19 +258,19 @@ class NCSNpp(nn.Module):
                 h = block(down=True)(hs[-1], temb, train)
             if self.progressive_input == "input_skip":
                 input_pyramid = self._pyramid_sampler(Downsample, "input_skip")(input_pyramid)
-                h = Combine(method=self.progressive_combine, dtype=dt)(input_pyramid, h)
+                h = Combine(method=self.progressive_combine, dtype=self.dtype)(input_pyramid, h)
             elif self.progressive_input == "residual":
                 down = self._pyramid_sampler(Downsample, "residual", out_ch=h.shape[-1])
                 input_pyramid = self._merge(down(input_pyramid), h)
                 h = input_pyramid
             hs.append(h)
+        return hs
 
-        h = hs[-1]
-        h = block()(h, temb, train)
-        h = attn()(h)
-        h = block()(h, temb, train)
-
-        # Upsampling path.
+    def _up_path(
+        self, h: Images, hs: list[Images], temb: Array | None, block, train: bool, out_channels: int
+    ) -> Images:
+        """The decoder, consuming ``hs``; returns the output before any division by sigma."""
+        levels = len(self.ch_mult)
         pyramid = None
         for level in reversed(range(levels)):
             for _ in range(self.num_res_blocks + 1):
@@ -271,7 +279,7 @@ class NCSNpp(nn.Module):
                     jnp.concatenate([h, skip], axis=-1), temb, train
                 )
             if h.shape[1] in self.attn_resolutions:
-                h = attn()(h)
+                h = self._attention()(h)
             if self.progressive != "none":
                 h, pyramid = self._output_pyramid(h, pyramid, level == levels - 1, out_channels)
             if level != 0:
@@ -279,16 +287,10 @@ class NCSNpp(nn.Module):
                     h = self._resampler(Upsample)(h)
                 else:
                     h = block(up=True)(h, temb, train)
-
         if self.progressive == "output_skip":
-            h = pyramid
-        else:
-            h = act(group_norm(h, dt))
-            h = conv3x3(h, out_channels, init_scale=self.init_scale, dtype=dt)
-        h = h.astype(jnp.float32)
-        if self.scale_by_sigma:
-            h = h / sigmas.reshape((-1, 1, 1, 1))
-        return h
+            return pyramid
+        h = ACTIVATIONS[self.nonlinearity](group_norm(h, self.dtype))
+        return conv3x3(h, out_channels, init_scale=self.init_scale, dtype=self.dtype)
 
     def _merge(self, a: Images, b: Images) -> Images:
         return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
