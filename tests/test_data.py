@@ -335,3 +335,16 @@ def test_unprepared_tfds_data_fail_fast_saying_how_to_prepare(tmp_path):
 def test_batch_larger_than_the_shard_is_an_error():
     with pytest.raises(ValueError, match="batch_size=1501 is larger than shard 0 of 1"):
         data.train_iterator(digits_config(), 1501, seed=0, shard_index=0, num_shards=1)
+
+
+def test_numpy_integers_are_accepted_and_bad_arguments_named():
+    cfg = digits_config()
+    a = take(data.train_iterator(cfg, np.int64(50), seed=0, start_step=np.int64(2)), 1)
+    b = take(data.train_iterator(cfg, 50, seed=0, start_step=2), 1)
+    np.testing.assert_array_equal(a[0], b[0])
+    with pytest.raises(ValueError, match="start_step must be an int >= 0, got -1"):
+        data.train_iterator(cfg, 50, seed=0, start_step=-1)
+    with pytest.raises(ValueError, match=r"shard_index must be in \[0, num_shards\)"):
+        data.eval_iterator(cfg, 50, shard_index=2, num_shards=2)
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.eval_iterator(cfg, 50, split="validation")
