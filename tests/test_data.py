@@ -2,7 +2,9 @@
 
 import collections
 import itertools
+import math
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -188,6 +190,70 @@ def test_tfds_host_shards_are_disjoint_and_cover():
             assert set(np.round(train[:, 0, 0, 0] * 255)) <= set(mine)
             seen += mine
     assert sorted(seen) == list(range(10))
+
+
+@pytest.fixture(scope="module")
+def prepared_cifar10(tmp_path_factory):
+    """A real TFDS cifar10 of 20 train and 6 test images, prepared from fake CIFAR binaries.
+
+    Returns the TFDS data_dir and the train and test images (uint8 [n, 32, 32, 3]).
+    """
+    root = tmp_path_factory.mktemp("cifar")
+    raw = root / "raw" / "cifar-10-batches-bin"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (26, 32, 32, 3), dtype=np.uint8)
+    # the CIFAR binary format: per record one label byte, then the image channels-first
+    records = np.concatenate(
+        [np.zeros((26, 1), np.uint8), images.transpose(0, 3, 1, 2).reshape(26, -1)], 1
+    )
+    for i in range(5):
+        (raw / f"data_batch_{i + 1}.bin").write_bytes(records[4 * i : 4 * i + 4].tobytes())
+    (raw / "test_batch.bin").write_bytes(records[20:].tobytes())
+    (raw / "batches.meta.txt").write_text("\n".join(f"class{i}" for i in range(10)))
+    builder = tfds.builder("cifar10", data_dir=str(root / "tfds"))
+    with mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", lambda self, url: root / "raw"
+    ):
+        skip_stats = tfds.download.ComputeStatsMode.SKIP
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(compute_stats=skip_stats)
+        )
+    return str(root / "tfds"), images[:20], images[20:]
+
+
+def test_prepared_tfds_shards_cover_the_split(prepared_cifar10):
+    data_dir, train, test = prepared_cifar10
+    cfg = config(data_dir=data_dir, random_flip=False)
+    data.validate(cfg)
+    for split, expected, batch_size in [("train", train, 3), ("test", test, 2)]:
+        got = collections.Counter()
+        for index in range(3):
+            shard = dict(shard_index=index, num_shards=3)
+            batches = list(
+                data.eval_iterator(cfg, batch_size, split=split, raw_uint8=True, **shard)
+            )
+            assert len(batches) == math.ceil(math.ceil(len(expected) / 3) / batch_size)
+            got += multiset(real_images(batches))
+        assert got == multiset(expected)
+
+
+def test_prepared_tfds_train_stream_resumes_exactly(prepared_cifar10):
+    data_dir, train, _ = prepared_cifar10
+    cfg = config(data_dir=data_dir, random_flip=False)
+    epoch = np.concatenate(
+        take(data.train_iterator(cfg, 4, seed=1, shard_index=0, num_shards=1), 5)
+    )
+    assert multiset(np.round(epoch * 255).astype(np.uint8)) == multiset(train)
+    cfg.uniform_dequantization = True
+    assert_resuming_equals_skipping(cfg, 2, [2, 5, 6], shard_index=1, num_shards=2)
+
+
+def test_prepared_tfds_unknown_split_lists_the_splits(prepared_cifar10):
+    with pytest.raises(
+        ValueError, match=r"data.eval_split must be a split of cifar10 \(one of \['test', 'train'\]"
+    ):
+        data.validate(config(data_dir=prepared_cifar10[0], eval_split="validation"))
 
 
 # --- digits, folders and TFRecords ---------------------------------------------------------
