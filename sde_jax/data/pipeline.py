@@ -53,13 +53,14 @@ DEFAULT_SHUFFLE_BUFFER = 10_000
 Batch = dict[str, np.ndarray]
 
 
-def _prepare_hint(name: str, data_dir: str | None) -> str:
+def _prepare_hint(name: str, data_dir: str | None, looked_in: str) -> str:
     where = f" --data_dir={data_dir}" if data_dir else ""
     return (
-        f"TFDS data set {name!r} is not prepared in data.data_dir={data_dir!r}. Prepare it once "
-        f"with `tfds build {name}{where}` (celeb_a and lsun need their files downloaded by "
-        "hand, see the TFDS catalog), point data.data_dir at a directory or bucket that holds "
-        "prepared data, or set data.download=True to let TFDS download it now."
+        f"TFDS data set {name!r} is not prepared in data.data_dir={data_dir!r} (looked in "
+        f"{looked_in}). Prepare it once with `tfds build {name}{where}` (on a machine with "
+        "network access; LSUN also needs tensorflow-io to read its LMDB files), point "
+        "data.data_dir at a directory or bucket that holds prepared data, or set "
+        "data.download=True to let TFDS download and prepare it now."
     )
 
 
@@ -69,7 +70,8 @@ def _check_tfds(cfg: Mapping[str, Any]) -> None:
         try:
             source.builder.as_dataset(split=cfg[key])  # builds a pipeline, reads nothing
         except AssertionError as e:  # what TFDS raises for data that is not prepared
-            raise ValueError(_prepare_hint(cfg["dataset"], cfg["data_dir"])) from e
+            hint = _prepare_hint(cfg["dataset"], cfg["data_dir"], source.builder.data_dir)
+            raise ValueError(hint) from e
         except (ValueError, KeyError) as e:
             splits = sorted(source.builder.info.splits)
             raise ValueError(
