@@ -12,11 +12,14 @@ orders the shard by a seed drawn from ``(seed, shard index, e)``; example ``i`` 
 gets its flip and dequantization noise from ``(that epoch's seed, i)`` with stateless ops.
 An epoch yields ``n // batch_size`` batches (its last ``n % batch_size`` examples, different
 ones every epoch, are left out), so step ``k`` is batch ``k % steps`` of epoch ``k // steps``
-and resuming at ``k`` rebuilds that epoch and skips the encoded elements before it.
+and resuming at ``k`` rebuilds that epoch and skips the encoded elements before it (reading,
+not decoding, at most one epoch). Each epoch is its own tf.data pipeline, built when the
+previous one ends; TFDS and TFRecord sources then refill their shuffle buffer.
 """
 
 import itertools
 import math
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -50,13 +53,14 @@ DEFAULT_SHUFFLE_BUFFER = 10_000
 Batch = dict[str, np.ndarray]
 
 
-def _prepare_hint(name: str, data_dir: str | None) -> str:
+def _prepare_hint(name: str, data_dir: str | None, looked_in: str) -> str:
     where = f" --data_dir={data_dir}" if data_dir else ""
     return (
-        f"TFDS data set {name!r} is not prepared in data.data_dir={data_dir!r}. Prepare it once "
-        f"with `tfds build {name}{where}` (celeb_a and lsun need their files downloaded by "
-        "hand, see the TFDS catalog), point data.data_dir at a directory or bucket that holds "
-        "prepared data, or set data.download=True to let TFDS download it now."
+        f"TFDS data set {name!r} is not prepared in data.data_dir={data_dir!r} (looked in "
+        f"{looked_in}). Prepare it once with `tfds build {name}{where}` (on a machine with "
+        "network access; LSUN also needs tensorflow-io to read its LMDB files), point "
+        "data.data_dir at a directory or bucket that holds prepared data, or set "
+        "data.download=True to let TFDS download and prepare it now."
     )
 
 
@@ -66,7 +70,8 @@ def _check_tfds(cfg: Mapping[str, Any]) -> None:
         try:
             source.builder.as_dataset(split=cfg[key])  # builds a pipeline, reads nothing
         except AssertionError as e:  # what TFDS raises for data that is not prepared
-            raise ValueError(_prepare_hint(cfg["dataset"], cfg["data_dir"])) from e
+            hint = _prepare_hint(cfg["dataset"], cfg["data_dir"], source.builder.data_dir)
+            raise ValueError(hint) from e
         except (ValueError, KeyError) as e:
             splits = sorted(source.builder.info.splits)
             raise ValueError(
@@ -182,8 +187,8 @@ def to_unit_interval(image: tf.Tensor, noise_seed: tf.Tensor | None) -> tf.Tenso
 
 def _resolve_shard(shard_index: int | None, num_shards: int | None) -> Shard:
     shard = Shard(
-        jax.process_index() if shard_index is None else shard_index,
-        jax.process_count() if num_shards is None else num_shards,
+        jax.process_index() if shard_index is None else _as_int("shard_index", shard_index, 0),
+        jax.process_count() if num_shards is None else _as_int("num_shards", num_shards, 1),
     )
     if not 0 <= shard.index < shard.count:
         raise ValueError(
@@ -193,9 +198,15 @@ def _resolve_shard(shard_index: int | None, num_shards: int | None) -> Shard:
     return shard
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int (this host's), got {batch_size!r}.")
+def _as_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``; numpy and JAX integer scalars count."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    return number
 
 
 def _epoch_seeds(seed: int, shard: Shard, epoch: int) -> tuple[int, int]:
@@ -267,9 +278,8 @@ def train_iterator(
         or a shard smaller than one batch.
     """
     validate(data_config)
-    _check_batch_size(batch_size)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-        raise ValueError(f"start_step must be a non-negative int, got {start_step!r}.")
+    batch_size = _as_int("batch_size", batch_size, 1)
+    start_step = _as_int("start_step", start_step, 0)
     shard = _resolve_shard(shard_index, num_shards)
     source = get_source(data_config)
     steps = source.num_examples(data_config["train_split"], shard) // batch_size
@@ -331,7 +341,7 @@ def eval_iterator(
       ValueError: from :func:`validate`, or for a bad ``batch_size`` or shard.
     """
     validate(data_config)
-    _check_batch_size(batch_size)
+    batch_size = _as_int("batch_size", batch_size, 1)
     shard = _resolve_shard(shard_index, num_shards)
     split = data_config["eval_split"] if split is None else split
     source = get_source(data_config)

@@ -255,6 +255,10 @@ class DigitsSource(Source):
         return load_digits()
 
     def _shard(self, split: str, shard: Shard) -> np.ndarray:
+        if split not in DIGITS_SPLITS:
+            raise ValueError(
+                f"split must be one of {list(DIGITS_SPLITS)} for 'digits', got {split!r}."
+            )
         return self.images[DIGITS_SPLITS[split]][shard.index :: shard.count]
 
     def num_examples(self, split: str, shard: Shard) -> int:
