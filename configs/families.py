@@ -62,7 +62,8 @@ def vp(config: Config, *, continuous: bool = True, sub: bool = False) -> Config:
 def ncsnpp(config: Config, *, deep: bool = False) -> Config:
     """NCSN++ at 32x32: FIR, residual input pyramid, 4 (deep: 8) blocks per resolution.
 
-    VE configs divide the output by sigma; continuous VE training embeds log sigma with
+    Call it after ``ve`` or ``vp``: the embedding and the output scaling follow the SDE. VE
+    configs divide the output by sigma; continuous VE training embeds log sigma with
     Fourier features, every other case (discrete training, VP, sub-VP) embeds the time
     label positionally, as the original configs did.
     """

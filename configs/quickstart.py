@@ -1,9 +1,10 @@
 """sde-jax train --config=configs/quickstart.py --workdir=runs/quickstart
 
-A first run on a laptop: DDPM++ with the VP SDE on ``digits`` (16x16 grayscale), small
-enough to train on two CPU cores in minutes (about 1.2M parameters, 1500 steps of batch 64)
-and still draw recognisable digits. Samples use DPM-Solver++ (2M) with 50 steps; evaluation
-also reports bits/dim (one pass over the test split).
+A first run on a laptop: DDPM++ with the VP SDE on ``digits`` (scikit-learn's 8x8 digits at
+16x16, grayscale), small enough to train on two CPU cores in about five minutes (0.32M
+parameters; 2000 steps of batch 64, i.e. 85 passes over the 1500 training digits, at about
+0.26 CPU-seconds a step). Samples use DPM-Solver++ (2M) with 50 steps; evaluation also
+reports bits/dim (one pass over the 297 test digits).
 
 Append ``:smoke`` to the config path for the few-step CI variant (see ``configs/__init__.py``).
 """
@@ -23,19 +24,21 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     data.random_flip = False  # a mirrored digit is not a digit
 
     model = config.model
-    model.nf = 32
+    model.nf = 16  # the 16x16 convolutions dominate the cost: nf 32 costs 2.5x per step
     model.ch_mult = (1, 2, 2)  # 16x16 -> 8x8 -> 4x4
     model.num_res_blocks = 1
     model.attn_resolutions = (8,)
     model.dropout = 0.0
-    model.ema_rate = 0.999  # 0.9999 would average over more steps than the run has
+    # The EMA starts at the initial parameters; at 0.999 they would still weigh 0.999**2000
+    # = 14% at the end of this short run, at 0.995 they weigh nothing.
+    model.ema_rate = 0.995
 
     config.optim.lr = 2e-3
     config.optim.warmup = 100
 
     training = config.training
     training.batch_size = 64
-    training.n_iters = 1500
+    training.n_iters = 2000
     training.log_freq = 25
     training.eval_freq = 100
     training.snapshot_freq = 500

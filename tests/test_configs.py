@@ -167,7 +167,7 @@ EXPECTED = {
     "subvp/cifar10_ncsnpp_continuous": SUBVP | CIFAR | SHALLOW | {"model.fir": True},
     "subvp/cifar10_ncsnpp_deep_continuous": SUBVP | CIFAR | DEEP | {"model.fir": True},
     "quickstart": VP_CONT
-    | {"model.ema_rate": 0.999}
+    | {"model.ema_rate": 0.995}
     | {"data.dataset": "digits", "data.image_size": 16, "data.num_channels": 1}
     | {"eval.enable_bpd": True, "data.random_flip": False},
 }
