@@ -13,7 +13,10 @@ colon in the config path as the argument:
 
     sde-jax train --config=configs/ve/cifar10_ncsnpp_continuous.py:smoke --workdir=/tmp/run
 
-Any other variant raises ValueError.
+Any other variant raises ValueError. Experiment files import ``configs.families``, so the
+repository root must be importable when a config is loaded (as in the original score_sde,
+run from its root): ``python -m`` puts the working directory on ``sys.path``, a console
+script such as ``sde-jax`` has to add it.
 
 Building the network: a positional embedding with ``scale_by_sigma`` (discrete VE training:
 ``ve/cifar10_ncsnpp``, ``ve/celeba_ncsnpp``) divides by a table of sigmas that the schema

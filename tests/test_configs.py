@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import default
 from sde_jax.builders import build_sde
@@ -92,6 +94,17 @@ def test_keys_are_the_schema(name, variant):
 def test_docstring_starts_with_the_command(name):
     module = importlib.import_module("configs." + name.replace("/", "."))
     assert module.__doc__.startswith(f"sde-jax train --config=configs/{name}.py --workdir=")
+
+
+def test_config_flag_passes_the_variant_after_the_colon():
+    """``--config=path.py:smoke`` (ml_collections config_flags) calls ``get_config('smoke')``."""
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values)
+    path = CONFIG_DIR / "ve" / "cifar10_ncsnpp_continuous.py"
+    flag_values(["sde-jax", f"--config={path}:smoke"])
+    assert flat(flag_values.config) == flat(get("ve/cifar10_ncsnpp_continuous", "smoke"))
+    flag_values(["sde-jax", f"--config={path}"])
+    assert flat(flag_values.config) == flat(get("ve/cifar10_ncsnpp_continuous"))
 
 
 def test_unknown_variant_raises():
