@@ -147,8 +147,9 @@ DEEP = {"model.num_res_blocks": 8, "training.n_iters": 950_001}
 HIGH_RES = VE | {"sde.num_scales": 2000, "sampling.num_steps": 2000, "training.continuous": True}
 HIGH_RES |= {"model.progressive": "output_skip", "model.progressive_input": "input_skip"}
 RES_256 = HIGH_RES | {"data.image_size": 256, "sampling.snr": 0.075, "model.ema_rate": 0.999}
+RES_256 |= {"training.batch_size": 64}
 RES_1024 = HIGH_RES | {"data.image_size": 1024, "sampling.snr": 0.15, "sde.sigma_max": 1348.0}
-RES_1024 |= {"data.dataset": "folder"}
+RES_1024 |= {"data.dataset": "folder", "training.batch_size": 8, "model.ema_rate": 0.9999}
 EXPECTED = {
     "ve/cifar10_ncsnpp_continuous": NCSNPP_VE | SHALLOW | {"model.embedding_type": "fourier"},
     "ve/cifar10_ncsnpp_deep_continuous": NCSNPP_VE | DEEP | {"model.embedding_type": "fourier"},
@@ -161,13 +162,13 @@ EXPECTED = {
     | {"data.dataset": "celeb_a", "data.image_size": 64, "sde.sigma_max": 90.0}
     | {"sampling.snr": 0.17},
     "ve/bedroom_ncsnpp_continuous": RES_256
-    | {"data.dataset": "lsun/bedroom", "sde.sigma_max": 380.0},
+    | {"data.dataset": "lsun/bedroom", "sde.sigma_max": 378.0},
     "ve/church_ncsnpp_continuous": RES_256
     | {"data.dataset": "lsun/church_outdoor", "sde.sigma_max": 380.0},
     "ve/celebahq_256_ncsnpp_continuous": RES_256
     | {"data.dataset": "folder", "sde.sigma_max": 348.0},
     "ve/ffhq_256_ncsnpp_continuous": RES_256 | {"data.dataset": "folder", "sde.sigma_max": 348.0},
-    "ve/ffhq_ncsnpp_continuous": RES_1024,
+    "ve/ffhq_ncsnpp_continuous": RES_1024 | {"training.reduce_mean": True},
     "ve/celebahq_ncsnpp_continuous": RES_1024,
     "vp/cifar10_ddpmpp_continuous": VP_CONT | DDPMPP | SHALLOW,
     "vp/cifar10_ddpmpp_deep_continuous": VP_CONT | DDPMPP | DEEP,

@@ -15,4 +15,6 @@ from configs import families as f
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = f.high_res(f.base(), "folder", 1024, sigma_max=1348)
-    return f.finish(f.ncsnpp_1024(f.ve(config)), variant)
+    config = f.ncsnpp_1024(f.ve(config))
+    config.training.reduce_mean = True  # as the original FFHQ 1024 config (CelebA-HQ: False)
+    return f.finish(config, variant)
