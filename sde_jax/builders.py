@@ -48,8 +48,12 @@ def build_model_from_config(config: Mapping[str, Any]) -> nn.Module:
     dtype = model.get("dtype", "float32")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+    # The SDE section is the one source of the noise scales; the NCSN++ positional branch
+    # with scale_by_sigma (discrete VE) divides by its own table of them.
+    sde = config["sde"]
+    section = {**dict(model), **{k: sde[k] for k in ("sigma_min", "sigma_max", "num_scales")}}
     return build_model(
-        model,
+        section,
         centered=config["data"]["centered"],
         dtype=DTYPES[dtype],
         remat=bool(model.get("remat", False)),

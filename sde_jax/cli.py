@@ -119,6 +119,10 @@ def _usage() -> str:
 def run(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``sde-jax`` console script."""
     argv = list(sys.argv if argv is None else argv)
+    # Config files import their shared parts (configs.families) relative to the working
+    # directory, as `python -m` would allow.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
