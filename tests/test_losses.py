@@ -579,6 +579,8 @@ ERRORS = [
     (lambda: get_loss_fn(VPSDE(), reduce_mean="yes"), TypeError, "reduce_mean"),
     (lambda: get_loss_fn(VPSDE(), continuous=None), TypeError, "continuous"),
     (lambda: get_loss_fn("vp"), TypeError, "sde must be an SDE"),
+    (lambda: importance_normalizer(VESDE(), eps=2.0), ValueError, "eps=2.0"),
+    (lambda: sample_importance_times(KEY, "ve", 4), TypeError, "sde must be an SDE"),
     (lambda: dsm_loss(KEY, VPSDE(), some_score, jnp.ones(4, jnp.int32)), ValueError, "floating"),
     (lambda: dsm_loss(KEY, VPSDE(), some_score, jnp.float32(1.0)), ValueError, r"\[batch, ...\]"),
 ]
