@@ -140,8 +140,8 @@ def _importance_potential(sde: SDE, t: Array) -> Array:
     - sub-VP: :math:`g^2/s^2 = \beta (1 + e^{-B}) / (1 - e^{-B})`, so
       :math:`\Phi = 2 \log(2 \sinh(B/2)) = \log((e^B - 1)^2 / e^B)`.
 
-    Both VP forms are written as ``B + k log(-expm1(-B))`` (k = 1, 2) so that neither small nor
-    large B loses precision.
+    The VP and sub-VP forms are written as ``B + k log(-expm1(-B))`` (k = 1, 2) so that neither
+    small nor large B loses precision.
     """
     if isinstance(sde, VESDE):
         return 2.0 * sde.log_sigma_ratio * t
@@ -208,8 +208,8 @@ def sample_importance_times(
     r"""Draws times from the density :math:`q(t) \propto g(t)^2 / s(t)^2` on :math:`[\epsilon, T]`.
 
     This is the proposal that makes the likelihood-weighted DSM loss a :math:`s(t)^2`-weighted
-    one (Song et al. 2021, "Maximum likelihood training of score-based diffusion models",
-    section 5). Sampling is by the exact inverse CDF: with :math:`\Phi` the closed-form
+    one (Song, Durkan, Murray and Ermon 2021, "Maximum likelihood training of score-based
+    diffusion models"). Sampling is by the exact inverse CDF: with :math:`\Phi` the closed-form
     antiderivative of :math:`g^2/s^2` (see ``_importance_potential``) and
     :math:`u \sim U(0, 1)`,
 

@@ -12,13 +12,15 @@ other a pays (a - 1)^2 s^2 tr(Sigma_t^{-1}) more. The continuous losses average 
 (scipy quad here, in float64 from the paper's formulas), the discrete ones over the N indices.
 """
 
+import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import integrate
+from scipy import integrate, stats
 
 from sde_jax import VESDE, VPSDE, SubVPSDE
 from sde_jax.losses import (
@@ -29,6 +31,7 @@ from sde_jax.losses import (
     sample_importance_times,
     smld_loss,
 )
+from sde_jax.models.score import get_score_fn, time_labels
 from tests.gaussians import Gaussian
 
 SDES = [VPSDE(), SubVPSDE(), VESDE()]
@@ -123,59 +126,29 @@ DISCRETE = {
 }
 
 
+@functools.cache
+def gaussian_data():
+    return np.asarray(GAUSS.sample(jax.random.key(1), BATCH), np.float32)
+
+
 @pytest.fixture(scope="module")
 def data():
-    return GAUSS.sample(jax.random.key(1), BATCH).astype(jnp.float32)
+    return jnp.asarray(gaussian_data())
 
 
 # ----------------------------------------------------------------------------- minimum
 
 
-@pytest.mark.parametrize("weighting", list(WEIGHTINGS))
-@pytest.mark.parametrize("sde", SDES, ids=IDS)
-def test_dsm_of_exact_score_attains_analytic_minimum(sde, weighting, data):
-    """The Monte Carlo loss of the exact score matches the integrated DSM constant."""
-    likelihood, importance = WEIGHTINGS[weighting]
-    reduce_mean = isinstance(sde, VPSDE)
-    key, exact = jax.random.key(2), GAUSS.score_fn(sde)
-    kwargs = dict(
-        reduce_mean=reduce_mean, likelihood_weighting=likelihood, importance_sampling=importance
-    )
-    out = dsm_loss(key, sde, exact, data, **kwargs)
-    assert out.per_example.shape == (BATCH,)
-    np.testing.assert_allclose(out.loss, jnp.mean(out.per_example), rtol=1e-6)
-    mean, se = mean_and_se(out.per_example)
-    assert abs(mean - analytic_dsm(sde, 1.0, likelihood, reduce_mean)) < 4 * se
-
-    # A perturbed score costs (a - 1)^2 s^2 tr(Sigma^-1) more; common random numbers make the
-    # excess precise.
-    worse = dsm_loss(key, sde, scaled_score(exact, 1.1), data, **kwargs)
-    excess, excess_se = mean_and_se(worse.per_example - out.per_example)
-    expected_excess = analytic_dsm(sde, 1.1, likelihood, reduce_mean) - analytic_dsm(
-        sde, 1.0, likelihood, reduce_mean
-    )
-    assert excess > 10 * excess_se
-    assert abs(excess - expected_excess) < 4 * excess_se
-
-
-@pytest.mark.parametrize("name", list(DISCRETE))
-def test_discrete_loss_of_exact_score_attains_analytic_minimum(name, data):
-    """SMLD / DDPM: the constant is the average over the N indices of D - s_i^2 tr(Sigma_i^-1)."""
-    loss, sde, tables, reduce_mean = DISCRETE[name]
-    means, stds = tables(sde)
-    exact = GAUSS.score_fn(TableSDE(means, stds))
-    key, rho = jax.random.key(3), reduction(reduce_mean)
-    out = loss(key, sde, exact, data, reduce_mean=reduce_mean)
-    mean, se = mean_and_se(out.per_example)
-    assert abs(mean - rho * np.mean(DIM - trace_term(means, stds))) < 4 * se
-
-    worse = loss(key, sde, scaled_score(exact, 1.1), data, reduce_mean=reduce_mean)
-    excess, excess_se = mean_and_se(worse.per_example - out.per_example)
-    assert excess > 10 * excess_se
-    assert abs(excess - rho * 0.1**2 * np.mean(trace_term(means, stds))) < 4 * excess_se
-
-
-# ----------------------------------------------------------------------------- gradients
+# name -> (sde, weighting, reduce_mean); VP half-sums nothing, as the original's VP configs.
+# VE with uniform likelihood weighting is the importance-sampled estimator itself (tested below).
+CONTINUOUS_CASES = {
+    f"{sde_id}-{weighting}": (sde, weighting, isinstance(sde, VPSDE))
+    for sde, sde_id in zip(SDES, IDS, strict=True)
+    for weighting in WEIGHTINGS
+    if not (sde_id == "ve" and weighting == "likelihood")
+}
+# Uniform t with likelihood weighting has ~1/t tails: its gradients are too noisy to test.
+GRADIENT_CASES = [n for n in CONTINUOUS_CASES if not n.endswith("-likelihood")] + list(DISCRETE)
 
 
 def affine_score(score_fn, theta):
@@ -184,29 +157,88 @@ def affine_score(score_fn, theta):
     return lambda x, t: score_fn(x, t) @ matrix.T + theta[DIM * DIM :]
 
 
-def mean_gradient(loss_of_score, score_fn, theta):
-    """Mean and standard error over the batch of the per-example gradients (one fixed key)."""
-    jac = jax.jacfwd(lambda th: loss_of_score(affine_score(score_fn, th)).per_example)(theta)
-    jac = np.asarray(jac, np.float64)
-    return jac.mean(0), jac.std(0, ddof=1) / math.sqrt(jac.shape[0])
-
-
-GRADIENT_CASES = {
-    f"{sde_id}-{weighting}": (sde, weighting)
-    for sde, sde_id in zip(SDES, IDS, strict=True)
-    for weighting in ("sigma2", "likelihood_is")
-}
-
-
-def gradient_case(name):
+def case_setup(name):
+    """(loss(key, score_fn, x), exact score, reduce_mean) of a named case."""
     if name in DISCRETE:
         loss, sde, tables, reduce_mean = DISCRETE[name]
-        score_fn = GAUSS.score_fn(TableSDE(*tables(sde)))
-        return lambda key, s, x: loss(key, sde, s, x, reduce_mean=reduce_mean), score_fn
-    sde, weighting = GRADIENT_CASES[name]
+        exact = GAUSS.score_fn(TableSDE(*tables(sde)))
+        return lambda key, s, x: loss(key, sde, s, x, reduce_mean=reduce_mean), exact, reduce_mean
+    sde, weighting, reduce_mean = CONTINUOUS_CASES[name]
     likelihood, importance = WEIGHTINGS[weighting]
-    loss = get_loss_fn(sde, likelihood_weighting=likelihood, importance_sampling=importance)
-    return loss, GAUSS.score_fn(sde)
+    loss = get_loss_fn(
+        sde,
+        reduce_mean=reduce_mean,
+        likelihood_weighting=likelihood,
+        importance_sampling=importance,
+    )
+    return loss, GAUSS.score_fn(sde), reduce_mean
+
+
+THETA_OPTIMUM = np.zeros(DIM * DIM + DIM, np.float32)
+THETA_AWAY = np.concatenate([0.1 * np.eye(DIM).ravel(), np.zeros(DIM)]).astype(np.float32)
+
+
+@functools.cache
+def exact_score_run(name):
+    """Per-example losses of the exact and the 1.1-scaled score, and per-example gradients
+    w.r.t. theta of affine_score at theta = 0 and at (0.1 I, 0), with one key (common random
+    numbers) and one compilation per case.
+
+    Sub-VP with uniform likelihood weighting runs eagerly: compiled on CPU it meets the XLA
+    bug of test_subvp_likelihood_weighting_compiled_equals_eager.
+    """
+    loss, exact, _ = case_setup(name)
+
+    def run(key, x):
+        out = {
+            "exact": loss(key, exact, x).per_example,
+            "worse": loss(key, scaled_score(exact, 1.1), x).per_example,
+        }
+        if name in GRADIENT_CASES:
+            jacobian = jax.jacfwd(lambda th: loss(key, affine_score(exact, th), x).per_example)
+            out["grad_optimum"] = jacobian(jnp.asarray(THETA_OPTIMUM))
+            out["grad_away"] = jacobian(jnp.asarray(THETA_AWAY))
+        return out
+
+    run = run if name == "subvp-likelihood" else jax.jit(run)
+    out = run(jax.random.key(2), jnp.asarray(gaussian_data()))
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def analytic_constant(name, scale):
+    """Expected per-example loss of ``scale`` * exact score (the minimum at scale = 1)."""
+    if name in DISCRETE:
+        _, sde, tables, reduce_mean = DISCRETE[name]
+        means, stds = tables(sde)
+        values = DIM - (2 * scale - scale**2) * trace_term(means, stds)
+        return reduction(reduce_mean) * np.mean(values)
+    sde, weighting, reduce_mean = CONTINUOUS_CASES[name]
+    return analytic_dsm(sde, scale, WEIGHTINGS[weighting][0], reduce_mean)
+
+
+@pytest.mark.parametrize("name", list(CONTINUOUS_CASES) + list(DISCRETE))
+def test_exact_score_attains_analytic_minimum(name):
+    """The Monte Carlo loss of the exact score matches the analytic DSM constant: integrated
+    over t for the continuous losses, averaged over the N indices for SMLD / DDPM."""
+    run = exact_score_run(name)
+    assert run["exact"].shape == (BATCH,)
+    mean, se = mean_and_se(run["exact"])
+    assert abs(mean - analytic_constant(name, 1.0)) < 4 * se
+
+    # A perturbed score costs (a - 1)^2 s^2 tr(Sigma^-1) more; common random numbers make the
+    # excess precise.
+    excess, excess_se = mean_and_se(run["worse"] - run["exact"])
+    assert excess > 10 * excess_se
+    expected = analytic_constant(name, 1.1) - analytic_constant(name, 1.0)
+    assert abs(excess - expected) < 4 * excess_se
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def mean_gradient(jacobian):
+    """Mean and standard error over the batch of per-example gradients [batch, params]."""
+    return jacobian.mean(0), jacobian.std(0, ddof=1) / math.sqrt(jacobian.shape[0])
 
 
 def analytic_gradient_away(name, delta):
@@ -221,8 +253,8 @@ def analytic_gradient_away(name, delta):
             stds[:, None] ** 2 / (means[:, None] ** 2 * GAUSS.eigs + stds[:, None] ** 2), 0
         )
     else:
-        sde, weighting = GRADIENT_CASES[name]
-        likelihood, reduce_mean = WEIGHTINGS[weighting][0], False
+        sde, weighting, reduce_mean = CONTINUOUS_CASES[name]
+        likelihood = WEIGHTINGS[weighting][0]
 
         def integrand(log_t, lam):
             t = math.exp(log_t)
@@ -240,19 +272,13 @@ def analytic_gradient_away(name, delta):
     return np.concatenate([matrix.ravel(), np.zeros(DIM)])
 
 
-@pytest.mark.parametrize("name", list(GRADIENT_CASES) + list(DISCRETE))
-def test_gradient_vanishes_at_exact_score(name, data):
+@pytest.mark.parametrize("name", GRADIENT_CASES)
+def test_gradient_vanishes_at_exact_score(name):
     """d E[loss] / d(M, b) is zero at the exact score and matches the closed form at (0.1 I, 0)."""
-    loss, score_fn = gradient_case(name)
-
-    def loss_of_score(s):
-        return loss(jax.random.key(4), s, data)
-
-    optimum = jnp.zeros(DIM * DIM + DIM)
-    grad, se = mean_gradient(loss_of_score, score_fn, optimum)
+    run = exact_score_run(name)
+    grad, se = mean_gradient(run["grad_optimum"])
     assert np.all(np.abs(grad) < 5 * se), np.abs(grad) / se
-    away = optimum.at[: DIM * DIM].set(0.1 * jnp.eye(DIM).ravel())
-    grad_away, se_away = mean_gradient(loss_of_score, score_fn, away)
+    grad_away, se_away = mean_gradient(run["grad_away"])
     expected = analytic_gradient_away(name, 0.1)
     assert np.all(np.abs(grad_away - expected) < 5 * se_away), (
         np.abs(grad_away - expected) / se_away
@@ -289,21 +315,23 @@ def test_importance_times_follow_proposal(sde):
     np.testing.assert_allclose(importance_normalizer(sde, EPS), total, rtol=1e-7)
 
 
+def both_samplers(key, sde, score_fn, x):
+    """Likelihood-weighted losses with uniform and with importance-sampled t.
+
+    Eager on purpose: compiled on CPU, sub-VP's uniform likelihood weighting meets the XLA bug
+    of ``test_subvp_likelihood_weighting_compiled_equals_eager``.
+    """
+    return [
+        dsm_loss(key, sde, score_fn, x, likelihood_weighting=True, importance_sampling=imp)
+        for imp in (False, True)
+    ]
+
+
 @pytest.mark.parametrize("sde", SDES[:2], ids=IDS[:2])
 def test_importance_sampling_is_unbiased_with_lower_variance(sde, data):
     """Same expected loss as uniform t with likelihood weighting, for a non-optimal score too."""
     score_fn = scaled_score(GAUSS.score_fn(sde), 1.1)
-    outs = [
-        dsm_loss(
-            jax.random.key(6),
-            sde,
-            score_fn,
-            data,
-            likelihood_weighting=True,
-            importance_sampling=imp,
-        )
-        for imp in (False, True)
-    ]
+    outs = both_samplers(jax.random.key(6), sde, score_fn, data)
     (uniform, uniform_se), (weighted, weighted_se) = map(mean_and_se, (o.per_example for o in outs))
     assert abs(uniform - weighted) < 4 * math.hypot(uniform_se, weighted_se)
     assert abs(weighted - analytic_dsm(sde, 1.1, True, False)) < 4 * weighted_se
@@ -311,19 +339,254 @@ def test_importance_sampling_is_unbiased_with_lower_variance(sde, data):
     assert uniform_se**2 > 30 * weighted_se**2
 
 
+YNN_FUSION_ON = jax.default_backend() == "cpu" and (
+    "--xla_cpu_experimental_ynn_fusion_type=" not in os.environ.get("XLA_FLAGS", "")
+)
+
+
+@pytest.mark.xfail(
+    YNN_FUSION_ON,
+    strict=True,
+    reason="XLA CPU bug (jaxlib 0.10.2): a YNNPACK reduce fusion holding two expm1 of "
+    "different arguments computes wrong values for >= 4096 elements, e.g. jit(lambda t, z: "
+    "expm1(-2t) * sum(z * expm1(-t)[:, None], 1)); sub-VP's g(t)^2 and std(t) are such a "
+    "pair. Workaround: XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=",
+)
+def test_subvp_likelihood_weighting_compiled_equals_eager(data):
+    sde, key, x = SubVPSDE(), jax.random.key(16), data[:8192]
+
+    def per_example(key, x):
+        return dsm_loss(key, sde, GAUSS.score_fn(sde), x, likelihood_weighting=True).per_example
+
+    np.testing.assert_allclose(jax.jit(per_example)(key, x), per_example(key, x), rtol=1e-3)
+
+
 def test_importance_sampling_for_ve_is_the_uniform_estimator(data):
     """g^2 / sigma^2 is constant for VE: the proposal is uniform and the weight is g^2."""
     sde = VESDE()
     score_fn = GAUSS.score_fn(sde)
-    outs = [
-        dsm_loss(
-            jax.random.key(7),
-            sde,
-            score_fn,
-            data,
-            likelihood_weighting=True,
-            importance_sampling=imp,
-        )
-        for imp in (False, True)
-    ]
+    outs = both_samplers(jax.random.key(7), sde, score_fn, data)
     np.testing.assert_allclose(outs[0].per_example, outs[1].per_example, rtol=2e-4)
+
+
+# ----------------------------------------------------------------------------- conventions
+
+
+def recorded(loss, score_fn, key, x, compiled=True):
+    """Runs ``loss(key, score_fn, x)``; returns it and the (x, t) that score_fn was given."""
+
+    def run(key, x):
+        inputs = []
+
+        def wrapped(x_t, t):
+            inputs.append((x_t, t))
+            return score_fn(x_t, t)
+
+        return loss(key, wrapped, x), inputs[0]
+
+    out, (x_t, t) = (jax.jit(run) if compiled else run)(key, x)
+    return out, np.asarray(x_t, np.float64), np.asarray(t, np.float64)
+
+
+def some_score(x, t):
+    """Not a score of anything: the conventions must hold for any network."""
+    return -0.7 * x + 0.3 * jnp.sin(3 * t).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def some_score_np(x, t):
+    return -0.7 * x + 0.3 * np.sin(3 * t)[:, None]
+
+
+@pytest.mark.parametrize(
+    "sde, likelihood",
+    [(VPSDE(), False), (VPSDE(), True), (SubVPSDE(), True), (VESDE(), False)],
+    ids=["vp-sigma2", "vp-likelihood", "subvp-likelihood", "ve-sigma2"],
+)
+def test_dsm_is_the_original_formula(sde, likelihood, data):
+    """Original: 0.5 sum((score std + z)^2), or 0.5 sum((score + z/std)^2) g^2; t ~ U(eps, 1)."""
+    x = data[:4096]
+    loss = get_loss_fn(sde, likelihood_weighting=likelihood)
+    out, x_t, t = recorded(loss, some_score, jax.random.key(8), x)
+    x = np.asarray(x, np.float64)
+    m, s, g2 = coefficients(sde, t)
+    z = (x_t - m[:, None] * x) / s[:, None]
+    score = some_score_np(x_t, t)
+    if likelihood:
+        expected = 0.5 * np.sum((score + z / s[:, None]) ** 2, 1) * g2
+    else:
+        expected = 0.5 * np.sum((score * s[:, None] + z) ** 2, 1)
+    np.testing.assert_allclose(out.per_example, expected, rtol=2e-3)
+    assert np.all(np.abs(z.mean(0)) < 4 / math.sqrt(z.shape[0]))
+    assert t.min() >= EPS and t.max() <= 1
+    assert stats.kstest(t, stats.uniform(EPS, 1 - EPS).cdf).pvalue > 1e-3
+
+
+def test_smld_is_the_original_formula(data):
+    """Original: labels into the DESCENDING sigma table, target -noise / sigma^2, weight sigma^2.
+
+    The label of t_i = i / (N - 1) is ``time_labels`` (round((1 - t)(N - 1)) = N - 1 - i).
+    """
+    sde, x = VESDE(), data[:4096]
+    loss = get_loss_fn(sde, continuous=False)
+    out, x_noisy, t = recorded(loss, some_score, jax.random.key(9), x)
+    x = np.asarray(x, np.float64)
+    labels = np.asarray(time_labels(sde, jnp.asarray(t, jnp.float32), continuous=False))
+    sigmas = smld_tables(sde)[1][::-1][labels]
+    noise = x_noisy - x
+    target = -noise / sigmas[:, None] ** 2
+    score = some_score_np(x_noisy, t)
+    expected = 0.5 * np.sum((score - target) ** 2, 1) * sigmas**2
+    np.testing.assert_allclose(out.per_example, expected, rtol=2e-3)
+    np.testing.assert_allclose(t * (N - 1), np.round(t * (N - 1)), atol=1e-3)
+    # sigma_i really is the noise level: normalized noise has unit variance.
+    assert abs(np.var(noise / sigmas[:, None]) - 1) < 0.05
+    assert len(np.unique(labels)) > 0.9 * N
+
+
+def fake_network(variables, x, labels, train=False):
+    """Stands in for a DDPM epsilon network: any function of (x, label)."""
+    del variables, train
+    return 0.3 * x + 1e-3 * jnp.asarray(labels, x.dtype)[:, None]
+
+
+def run_ddpm(score_fn, data, compiled=True):
+    sde, x = VPSDE(), data[:4096]
+    loss = get_loss_fn(sde, continuous=False, reduce_mean=True)
+    out, x_noisy, t = recorded(loss, score_fn, jax.random.key(10), x, compiled)
+    x = np.asarray(x, np.float64)
+    index = np.round(t * (N - 1)).astype(int)
+    signal, noise_std = (table[index, None] for table in ddpm_tables(sde))
+    noise = (x_noisy - signal * x) / noise_std
+    eps_out = 0.3 * x_noisy + 1e-3 * index[:, None]  # fake_network in numpy
+    return out, np.mean((eps_out - noise) ** 2, 1)
+
+
+def test_ddpm_is_the_original_epsilon_loss(data):
+    """Original: mean((network(x_noisy, i) - noise)^2), reduce_mean=True by default."""
+    noise_std = jnp.asarray(ddpm_tables(VPSDE())[1], jnp.float32)
+
+    def score_fn(x, t):
+        index = jnp.round(t * (N - 1)).astype(jnp.int32)
+        return -fake_network(None, x, index) / noise_std[index][:, None]
+
+    out, expected = run_ddpm(score_fn, data)
+    np.testing.assert_allclose(out.per_example, expected, rtol=2e-3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="models/score.py _discrete_vp_std truncates labels.astype(int32); float32 "
+    "(i / 999) * 999 falls just below i for 170 of 1000 indices, so std comes from index "
+    "i - 1. Fix: jnp.round(labels) before the cast.",
+)
+def test_ddpm_through_get_score_fn_is_the_original_epsilon_loss(data):
+    """With the discrete VP get_score_fn, epsilon_pred must be exactly the network output.
+
+    Eager: compiled, XLA may fold (i / 999) * 999 back to i and hide the truncation.
+    """
+    score_fn = get_score_fn(VPSDE(), fake_network, params=None, continuous=False)
+    out, expected = run_ddpm(score_fn, data, compiled=False)
+    np.testing.assert_allclose(out.per_example, expected, rtol=2e-3)
+
+
+LOSS_CONFIGS = {
+    "dsm-likelihood-vp": lambda **kw: get_loss_fn(VPSDE(), likelihood_weighting=True, **kw),
+    "dsm-is-subvp": lambda **kw: get_loss_fn(
+        SubVPSDE(), likelihood_weighting=True, importance_sampling=True, **kw
+    ),
+    "dsm-ve": lambda **kw: get_loss_fn(VESDE(), **kw),
+    "smld": lambda **kw: get_loss_fn(VESDE(), continuous=False, **kw),
+    "ddpm": lambda **kw: get_loss_fn(VPSDE(), continuous=False, **kw),
+}
+
+
+def test_get_loss_fn_dispatches_like_the_original(data):
+    """Continuous: dsm_loss for any SDE; discrete: smld_loss for VE, ddpm_loss for VP."""
+    x = data[:16]
+    cases = [
+        (get_loss_fn(SubVPSDE(), reduce_mean=True), dsm_loss, SubVPSDE(), dict(reduce_mean=True)),
+        (get_loss_fn(VESDE(), continuous=False, num_scales=10), smld_loss, VESDE(), {}),
+        (get_loss_fn(VPSDE(), continuous=False, num_scales=10), ddpm_loss, VPSDE(), {}),
+    ]
+    # Legacy uint32 keys work as well as typed keys.
+    for key in (jax.random.key(13), jax.random.PRNGKey(13)):
+        for loss_fn, loss, sde, kwargs in cases:
+            if loss is not dsm_loss:
+                kwargs = dict(num_scales=10, reduce_mean=False)
+            np.testing.assert_array_equal(
+                loss_fn(key, some_score, x).per_example,
+                loss(key, sde, some_score, x, **kwargs).per_example,
+            )
+    loss = get_loss_fn(VPSDE(), continuous=False, num_scales=10)
+    _, _, t = recorded(loss, some_score, jax.random.key(13), x, compiled=False)
+    np.testing.assert_allclose(t * 9, np.round(t * 9), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(LOSS_CONFIGS))
+def test_jit_grad_and_half_sum_over_mean(name):
+    """Jits and differentiates on image-shaped data; half-sum is exactly D/2 times the mean."""
+    x = jax.random.normal(jax.random.key(11), (64, 4, 4, 3))
+    params = {"w": jnp.asarray(0.5), "b": jnp.zeros((4, 4, 3))}
+
+    def objective(params, key, x, reduce_mean):
+        loss_fn = LOSS_CONFIGS[name](reduce_mean=reduce_mean)
+        out = loss_fn(key, lambda y, t: -params["w"] * y + params["b"], x)
+        return out.loss, out
+
+    def both(params, key, x):
+        grad = jax.value_and_grad(objective, has_aux=True)
+        return [grad(params, key, x, reduce_mean) for reduce_mean in (False, True)]
+
+    ((value, half_sum), grads), ((_, mean), mean_grads) = jax.jit(both)(
+        params, jax.random.key(12), x
+    )
+    assert half_sum.per_example.shape == (64,)
+    np.testing.assert_allclose(half_sum.per_example, 24 * mean.per_example, rtol=1e-5)
+    np.testing.assert_allclose(value, np.mean(half_sum.per_example), rtol=1e-5)
+    assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    np.testing.assert_allclose(grads["w"], 24 * mean_grads["w"], rtol=1e-4)
+    assert abs(grads["w"]) > 0
+
+
+KEY, X = jax.random.key(0), jnp.ones((4, DIM))
+ERRORS = [
+    (
+        lambda: dsm_loss(KEY, VPSDE(), some_score, X, importance_sampling=True),
+        ValueError,
+        "importance_sampling=True needs likelihood_weighting",
+    ),
+    (lambda: get_loss_fn(VPSDE(), importance_sampling=True), ValueError, "likelihood_weighting"),
+    (lambda: get_loss_fn(SubVPSDE(), continuous=False), ValueError, "SubVPSDE"),
+    (
+        lambda: get_loss_fn(VPSDE(), continuous=False, likelihood_weighting=True),
+        ValueError,
+        "likelihood_weighting=True",
+    ),
+    (
+        lambda: smld_loss(KEY, VPSDE(), some_score, X),
+        ValueError,
+        "smld_loss needs sde to be a VESDE",
+    ),
+    (
+        lambda: ddpm_loss(KEY, VESDE(), some_score, X),
+        ValueError,
+        "ddpm_loss needs sde to be a VPSDE",
+    ),
+    (lambda: dsm_loss(KEY, VPSDE(), some_score, X, eps=0.0), ValueError, "eps=0.0"),
+    (lambda: get_loss_fn(VESDE(), eps=1.0), ValueError, "eps=1.0"),
+    (lambda: get_loss_fn(VESDE(), continuous=False, num_scales=1), ValueError, "num_scales=1"),
+    (lambda: ddpm_loss(KEY, VPSDE(), some_score, X, num_scales=10.0), ValueError, "num_scales"),
+    (lambda: get_loss_fn(VPSDE(), reduce_mean="yes"), TypeError, "reduce_mean"),
+    (lambda: get_loss_fn(VPSDE(), continuous=None), TypeError, "continuous"),
+    (lambda: get_loss_fn("vp"), TypeError, "sde must be an SDE"),
+    (lambda: importance_normalizer(VESDE(), eps=2.0), ValueError, "eps=2.0"),
+    (lambda: sample_importance_times(KEY, "ve", 4), TypeError, "sde must be an SDE"),
+    (lambda: dsm_loss(KEY, VPSDE(), some_score, jnp.ones(4, jnp.int32)), ValueError, "floating"),
+    (lambda: dsm_loss(KEY, VPSDE(), some_score, jnp.float32(1.0)), ValueError, r"\[batch, ...\]"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", ERRORS)
+def test_invalid_arguments_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
