@@ -9,7 +9,11 @@ The public surface, in one place:
   probability-flow drifts of any of them given a ``score_fn(x, t)``.
 """
 
-from sde_jax.sdes import (
+from sde_jax import platform as _platform
+
+_platform.apply_xla_cpu_workarounds()
+
+from sde_jax.sdes import (  # noqa: E402
     SDE,
     VESDE,
     VPSDE,

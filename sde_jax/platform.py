@@ -9,6 +9,7 @@ accelerators need no such wait, and waiting there would only cost throughput, so
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
 import jax
@@ -25,3 +26,27 @@ def must_block_each_step(devices: list[jax.Device] | None = None) -> bool:
 def block_if_needed(tree: T, block: bool) -> T:
     """Waits for ``tree``'s arrays when ``block`` is true; returns ``tree`` either way."""
     return jax.block_until_ready(tree) if block else tree
+
+
+# XLA's CPU compiler in jaxlib 0.10 miscomputes a YNNPACK reduce fusion that holds two expm1
+# of different arguments once it has 4096 elements or more (relative errors near 1): e.g.
+# jit(lambda t, z: expm1(-20 t) * sum(z * expm1(-10 t)[:, None], 1)). The sub-VP SDE's g(t)^2
+# and std(t) are such a pair. Disabling that fusion fixes it.
+_YNN_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def apply_xla_cpu_workarounds() -> bool:
+    """Adds the YNNPACK-fusion workaround to ``XLA_FLAGS`` for the affected jaxlib (0.10.x).
+
+    Takes effect only if JAX's backends are not initialized yet (sde_jax calls it on import).
+    Returns whether the flag is now set.
+    """
+    import jaxlib
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _YNN_WORKAROUND in flags:
+        return True
+    if not jaxlib.__version__.startswith("0.10."):
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {_YNN_WORKAROUND}".strip()
+    return True

@@ -3,9 +3,11 @@
 import os
 import tempfile
 
-# Must happen before JAX initializes its backends.
+# Must happen before JAX initializes its backends (some test modules use JAX at collection,
+# before `import sde_jax` would add its XLA CPU workaround: see sde_jax.platform).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Many tests (and the subprocesses some start) compile the same small networks: cache them.

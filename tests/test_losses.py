@@ -473,12 +473,6 @@ def test_ddpm_is_the_original_epsilon_loss(data):
     np.testing.assert_allclose(out.per_example, expected, rtol=2e-3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models/score.py _discrete_vp_std truncates labels.astype(int32); float32 "
-    "(i / 999) * 999 falls just below i for 170 of 1000 indices, so std comes from index "
-    "i - 1. Fix: jnp.round(labels) before the cast.",
-)
 def test_ddpm_through_get_score_fn_is_the_original_epsilon_loss(data):
     """With the discrete VP get_score_fn, epsilon_pred must be exactly the network output.
 

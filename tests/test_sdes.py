@@ -270,3 +270,16 @@ def test_public_api_is_reexported():
 
 def test_several_simulated_devices():
     assert jax.device_count() == 8
+
+
+def test_compiled_subvp_coefficients_equal_eager_on_large_batches():
+    """Regression: XLA CPU (jaxlib 0.10) fused two expm1 of different arguments wrongly for
+    >= 4096 elements; sde_jax sets XLA_FLAGS to avoid it (platform.apply_xla_cpu_workarounds)."""
+    sde = SubVPSDE()
+    t = jnp.linspace(1e-3, 1.0, 8192)
+    z = jax.random.normal(jax.random.key(0), (8192, 4))
+
+    def weighted(t, z):
+        return sde.diffusion_coeff(t) ** 2 * jnp.sum(z * sde.marginal_std(t)[:, None], 1)
+
+    np.testing.assert_allclose(jax.jit(weighted)(t, z), weighted(t, z), rtol=1e-4, atol=1e-6)

@@ -67,7 +67,9 @@ def time_labels(sde: SDE, t: PerExample, continuous: bool = True, num_scales: in
 
 def _discrete_vp_std(sde: VPSDE, labels: PerExample, num_scales: int) -> PerExample:
     alphas_cumprod = jnp.cumprod(1.0 - sde.discrete_betas(num_scales))
-    return jnp.sqrt(1.0 - alphas_cumprod)[labels.astype(jnp.int32)]
+    # Round, not truncate: float32 (i / 999) * 999 can land just below i (the original's
+    # astype(int32) then read the std of step i - 1 for 170 of the 1000 steps).
+    return jnp.sqrt(1.0 - alphas_cumprod)[jnp.round(labels).astype(jnp.int32)]
 
 
 def get_score_fn(
