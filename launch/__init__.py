@@ -1,0 +1,1 @@
+"""Launchers: local multi-process runs, SLURM clusters, TPU VM pod slices."""
