@@ -43,7 +43,8 @@ def main():
         losses.append(np.asarray(metrics["loss"].addressable_data(0)))
     if jax.process_index() == 0:
         leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
-        np.savez(args.out, losses=np.concatenate(losses), *leaves)
+        arrays = {f"arr_{i}": leaf for i, leaf in enumerate(leaves)}
+        np.savez(args.out, losses=np.concatenate(losses), **arrays)
     jax.distributed.shutdown()
 
 
