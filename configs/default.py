@@ -84,6 +84,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.max_to_keep = None  # periodic checkpoints kept; None keeps all
     training.snapshot_sampling = True
     training.sample_batch_size = 64  # images in the periodic sample grid
+    training.profile = False  # capture a JAX profiler trace of a few steps into the workdir
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"

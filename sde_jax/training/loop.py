@@ -220,7 +220,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         writer.write_hparams(_flat_hparams(config))
     report = periodic_actions.ReportProgress(num_train_steps=t.n_iters, writer=writer)
     hooks = [report]
-    if jax.process_index() == 0:
+    if t.profile and jax.process_index() == 0:
         hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=3))
     eval_loss = _EvalLoss(experiment, state_shardings)
     block = must_block_each_step(list(mesh.devices.flat))
