@@ -208,7 +208,9 @@ def log_likelihood(
       x: data, ``[batch, ...]`` (rank >= 2), finite.
       hutchinson: the divergence estimator: ``'rademacher'`` or ``'gaussian'`` probes (unbiased
         Hutchinson-Skilling), or ``'exact'``, the full trace from one jvp per data dimension
-        (for small data and for checking the estimator).
+        (for small data and for checking the estimator). Every estimator takes ``score_fn`` to
+        treat examples independently (no batch statistics): the 'exact' probes are shared by
+        the batch, so cross-example Jacobian terms would leak into it.
       num_probes: probes averaged inside one solve (ignored by ``'exact'``).
       rtol: relative tolerance of the ODE solver.
       atol: absolute tolerance of the ODE solver.

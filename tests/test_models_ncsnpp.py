@@ -83,7 +83,14 @@ def test_invalid_choices_raise_at_construction_naming_field_value_and_choices(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("nf", 2), ("ch_mult", ()), ("num_res_blocks", -1), ("dropout", 1.5), ("fourier_scale", 0.0)],
+    [
+        ("nf", 2),
+        ("ch_mult", ()),
+        ("num_res_blocks", -1),
+        ("dropout", 1.5),
+        ("dtype", jnp.int32),
+        ("fourier_scale", 0.0),
+    ],
 )
 def test_invalid_numbers_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -64,6 +64,8 @@ def validate_unet_fields(module: Any) -> None:
     if not 0.0 <= module.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {module.dropout!r}.")
     check_choice("nonlinearity", module.nonlinearity, tuple(ACTIVATIONS))
+    if not jnp.issubdtype(module.dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype such as bfloat16, got {module.dtype!r}.")
     if module.scale_by_sigma and not 0 < module.sigma_min < module.sigma_max:
         raise ValueError(
             f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got "
