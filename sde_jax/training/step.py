@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from sde_jax.models import get_score_fn
@@ -85,7 +86,12 @@ def train_step(
 def train_steps(
     state: TrainState, batches: dict[str, Array], **step_kwargs: Any
 ) -> tuple[TrainState, dict[str, Array]]:
-    """Several steps in one call (the original's ``n_jitted_steps``), scanning over axis 0.
+    """Several steps in one call (the original's ``n_jitted_steps``), over axis 0 of ``batches``.
+
+    The steps are unrolled in the traced program rather than run by ``lax.scan``: XLA:CPU
+    (jaxlib 0.10) computes convolution gradients inside a loop about 50x slower than outside
+    one, and ``n_jitted_steps`` is small (the original used 5), so unrolling costs little
+    compile time on any platform.
 
     Args:
       state: the train state.
@@ -95,11 +101,14 @@ def train_steps(
     Returns:
       The state after all steps and the metrics of each step, stacked ``[steps]``.
     """
-
-    def body(state, batch):
-        return train_step(state, batch, **step_kwargs)
-
-    return jax.lax.scan(body, state, batches)
+    num_steps = jax.tree.leaves(batches)[0].shape[0]
+    all_metrics = []
+    for i in range(num_steps):
+        state, metrics = train_step(
+            state, jax.tree.map(lambda b, i=i: b[i], batches), **step_kwargs
+        )
+        all_metrics.append(metrics)
+    return state, jax.tree.map(lambda *m: jnp.stack(m), *all_metrics)
 
 
 def eval_step(
