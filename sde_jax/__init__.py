@@ -5,14 +5,27 @@ Stochastic Differential Equations", ICLR 2021.
 
 The public surface, in one place:
 
-- SDEs (``sde_jax.sdes``): ``VPSDE``, ``SubVPSDE``, ``VESDE`` and the reverse-time and
-  probability-flow drifts of any of them given a ``score_fn(x, t)``.
+- ``sdes``: ``VPSDE``, ``SubVPSDE``, ``VESDE``, and the reverse-time and probability-flow
+  drifts of any of them given a ``score_fn(x, t)``.
+- ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
+  combinators; time grids; the on-device sampling drivers and ``sampling.get_sampler``.
+- ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
+- ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
+- ``losses``: denoising score matching (continuous, SMLD, DDPM).
+- ``models``: NCSN++ / DDPM++, DDPM, NCSNv2 in Flax; ``compat.score_sde`` loads the original
+  code's checkpoints and configs.
+- ``training``, ``evaluation``, ``data`` (TensorFlow-based input pipelines, imported on
+  demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).
 """
 
 from sde_jax import platform as _platform
 
 _platform.apply_xla_cpu_workarounds()
 
+from sde_jax import grids, likelihood, losses, ode, sampling, steppers  # noqa: E402
+from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
+from sde_jax.losses import get_loss_fn  # noqa: E402
+from sde_jax.sampling import SampleOutput, get_sampler  # noqa: E402
 from sde_jax.sdes import (  # noqa: E402
     SDE,
     VESDE,
@@ -29,9 +42,20 @@ __all__ = [
     "SDE",
     "VESDE",
     "VPSDE",
+    "SampleOutput",
     "ScoreFn",
     "SubVPSDE",
     "__version__",
+    "bits_per_dim",
+    "get_loss_fn",
+    "get_sampler",
+    "grids",
+    "likelihood",
+    "log_likelihood",
+    "losses",
+    "ode",
     "probability_flow_drift",
     "reverse_drift",
+    "sampling",
+    "steppers",
 ]

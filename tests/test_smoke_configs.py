@@ -2,21 +2,21 @@
 
 import importlib
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from sde_jax.training import loop
 
+# One config per family: SDE x loss x network. The CelebA and LSUN pipelines are covered by
+# tests/test_data.py, and the VP continuous network is the sub-VP one.
 FAMILIES = [
     "ve.cifar10_ncsnpp_continuous",  # VE, continuous DSM, NCSN++ with FIR
     "ve.cifar10_ncsnpp",  # VE, discrete SMLD loss, sigma-table conditioning
-    "vp.cifar10_ddpmpp_continuous",  # VP, continuous DSM, DDPM++
-    "vp.cifar10_ddpmpp",  # VP, discrete DDPM loss
+    "vp.cifar10_ddpmpp",  # VP, discrete DDPM loss, DDPM++
     "vp.ddpm.cifar10",  # the DDPM baseline network
-    "subvp.cifar10_ddpmpp_continuous",  # sub-VP
-    "ve.celeba_ncsnpp",  # CelebA 64 pipeline (center crop 140)
-    "ve.bedroom_ncsnpp_continuous",  # LSUN 256 family
+    "subvp.cifar10_ddpmpp_continuous",  # sub-VP, continuous DSM, DDPM++
 ]
 
 
@@ -27,6 +27,11 @@ def test_smoke_variant_trains_and_evaluates(name, tmp_path):
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
         config.data.data_dir = str(tmp_path / "tfds")
         state = loop.train(config, str(tmp_path / "work"))
-    assert int(state.step) == 1
-    loss_leaves = [np.asarray(x) for x in (state.params, state.ema_params)]
-    assert loss_leaves  # the step ran; the loop raises on a non-finite loss
+    assert int(state.step) == 1  # the loop raises on a non-finite loss or eval failure
+    changed = [
+        not np.allclose(a, b)
+        for a, b in zip(
+            jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params), strict=True
+        )
+    ]
+    assert any(changed)  # the update moved the parameters away from their EMA
