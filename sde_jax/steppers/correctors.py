@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from sde_jax.sdes import SDE, VPSDE, SubVPSDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
+from sde_jax.steppers.predictors import NoPredictor
 from sde_jax.typing import Array, Key, ScoreFn
 
 
@@ -33,22 +34,46 @@ def _check(snr: object, n_steps: object) -> None:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
 
 
-def _langevin_loop(key, score_fn, state, t, n_steps, step_size_fn):
-    """``n_steps`` of x <- x + eps * score + sqrt(2 eps) z, eps from ``step_size_fn``."""
-    x, x_mean = state.x, state.x_mean
-    t_batch = batch_times(x, t)
-    for step_key in jax.random.split(key, n_steps):  # n_steps is small and static
-        score = score_fn(x, t_batch)
-        noise = jax.random.normal(step_key, x.shape, x.dtype)
-        step_size = expand_to(step_size_fn(t_batch, score, noise), x)
-        x_mean = x + step_size * score
-        x = x_mean + jnp.sqrt(2.0 * step_size) * noise
-    return state._replace(x=x, x_mean=x_mean)
+@dataclasses.dataclass(frozen=True)
+class _LangevinBase(Memoryless):
+    """Shared by the Langevin correctors: n_steps of x <- x + eps s + sqrt(2 eps) z at time t.
+
+    Subclasses give the per-example step size eps in ``step_size``.
+    """
+
+    sde: SDE
+    snr: float = 0.16
+    n_steps: int = 1
+    order = 0
+
+    def __post_init__(self):
+        _check(self.snr, self.n_steps)
+
+    @property
+    def nfe_per_step(self) -> int:
+        """One evaluation per iteration."""
+        return self.n_steps
+
+    def step_size(self, t: Array, dt: Array, score: Array, noise: Array) -> Array:
+        """Per-example step ``[batch]`` at times ``t`` ``[batch]``."""
+        raise NotImplementedError
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """``n_steps`` Langevin iterations at time ``t``."""
+        x, x_mean = state.x, state.x_mean
+        t_batch = batch_times(x, t)
+        for step_key in jax.random.split(key, self.n_steps):  # n_steps is small and static
+            score = score_fn(x, t_batch)
+            noise = jax.random.normal(step_key, x.shape, x.dtype)
+            step_size = expand_to(self.step_size(t_batch, t - t_next, score, noise), x)
+            x_mean = x + step_size * score
+            x = x_mean + jnp.sqrt(2.0 * step_size) * noise
+        return state._replace(x=x, x_mean=x_mean)
 
 
 @register_static
 @dataclasses.dataclass(frozen=True)
-class Langevin(Memoryless):
+class Langevin(_LangevinBase):
     r"""Langevin corrector with the paper's signal-to-noise rule (algorithm 5).
 
     .. math:: \epsilon_i = 2 \alpha_i (r \|z\| / \|s_\theta(x, t)\|)^2, \quad
@@ -72,32 +97,15 @@ class Langevin(Memoryless):
       n_steps: corrector iterations per predictor step (the original's n_steps_each).
     """
 
-    sde: SDE
-    snr: float = 0.16
-    n_steps: int = 1
-    order = 0
-
-    def __post_init__(self):
-        _check(self.snr, self.n_steps)
-
-    @property
-    def nfe_per_step(self) -> int:
-        """One evaluation per iteration."""
-        return self.n_steps
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """``n_steps`` Langevin iterations at time ``t``."""
-
-        def step_size(t_batch, score, noise):
-            ratio = self.snr * _per_example_norm(noise) / _per_example_norm(score)
-            return 2.0 * _alpha(self.sde, t_batch, t - t_next) * ratio**2
-
-        return _langevin_loop(key, score_fn, state, t, self.n_steps, step_size)
+    def step_size(self, t: Array, dt: Array, score: Array, noise: Array) -> Array:
+        """The snr rule with this example's own norms."""
+        ratio = self.snr * _per_example_norm(noise) / _per_example_norm(score)
+        return 2.0 * _alpha(self.sde, t, dt) * ratio**2
 
 
 @register_static
 @dataclasses.dataclass(frozen=True)
-class AnnealedLangevin(Memoryless):
+class AnnealedLangevin(_LangevinBase):
     r"""Annealed Langevin dynamics of NCSN (algorithm 4): :math:`\epsilon_i = 2\alpha_i (r s(t))^2`.
 
     :math:`s(t)` is the SDE's marginal standard deviation at ``t``, so the step is per example
@@ -109,39 +117,11 @@ class AnnealedLangevin(Memoryless):
       n_steps: iterations per predictor step.
     """
 
-    sde: SDE
-    snr: float = 0.16
-    n_steps: int = 1
-    order = 0
-
-    def __post_init__(self):
-        _check(self.snr, self.n_steps)
-
-    @property
-    def nfe_per_step(self) -> int:
-        """One evaluation per iteration."""
-        return self.n_steps
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """``n_steps`` annealed Langevin iterations at time ``t``."""
-
-        def step_size(t_batch, score, noise):
-            del score, noise
-            std = self.sde.marginal_std(t_batch)
-            return 2.0 * _alpha(self.sde, t_batch, t - t_next) * (self.snr * std) ** 2
-
-        return _langevin_loop(key, score_fn, state, t, self.n_steps, step_size)
+    def step_size(self, t: Array, dt: Array, score: Array, noise: Array) -> Array:
+        r""":math:`2 \alpha (r s(t))^2`, the same for every state at time t."""
+        del score, noise
+        return 2.0 * _alpha(self.sde, t, dt) * (self.snr * self.sde.marginal_std(t)) ** 2
 
 
-@register_static
-@dataclasses.dataclass(frozen=True)
-class NoCorrector(Memoryless):
-    """Leaves the state unchanged."""
-
-    order = 0
-    nfe_per_step = 0
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """Returns ``state``."""
-        del key, score_fn, t, t_next
-        return state
+NoCorrector = NoPredictor
+"""Leaves the state unchanged (the same identity stepper as ``NoPredictor``)."""
