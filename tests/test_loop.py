@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from sde_jax import evaluation
 from sde_jax.training import checkpoint, loop
 
 
@@ -50,6 +51,14 @@ def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_pa
     samples = sorted(os.listdir(tmp_path / "straight" / "samples"))
     assert samples == ["step_00000004.png", "step_00000006.png"]
     assert any("events" in f for f in os.listdir(tmp_path / "straight" / "tensorboard"))
+
+    # `sde-jax sample`: the EMA weights of the newest checkpoint, written after every batch.
+    out = tmp_path / "samples.npz"
+    samples = evaluation.sample_to_files(tiny_config(6), str(tmp_path / "straight"), 6, str(out))
+    stored = np.load(out)
+    assert stored["samples"].shape == (6, 8, 8, 1) and stored["samples"].dtype == np.uint8
+    np.testing.assert_array_equal(stored["samples"], samples)
+    assert int(stored["step"]) == 6 and (tmp_path / "samples.png").exists()
 
     # Stop after 4 steps, then resume to 6: same data position and RNG stream, same result.
     loop.train(tiny_config(4), str(tmp_path / "resumed"))
