@@ -46,12 +46,11 @@ def sample_to_files(
     """
     experiment = Experiment(config)
     params, step = restore_ema_params(experiment, workdir, step)
-    fn = jax.jit(lambda key, params: experiment.sampler(key, experiment.score_fn(params)))
     to_unit = data.inverse_scaler(config.data.centered)
     batches, done = [], 0
     key = jax.random.key(config.seed + 3)
     while done < num_samples:
-        out = fn(jax.random.fold_in(key, len(batches)), params)
+        out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
         x = np.clip(to_unit(np.asarray(out.x)), 0.0, 1.0)
         batches.append(np.round(x * 255).astype(np.uint8))
         done += x.shape[0]

@@ -76,6 +76,11 @@ class Experiment:
         """The score function of the network with ``params``, in eval mode."""
         return network_score_fn(self.model, self.sde, params, **self.score_kwargs)
 
+    @functools.cached_property
+    def sample_fn(self):
+        """``sample_fn(key, params) -> SampleOutput``, jitted once per experiment."""
+        return jax.jit(lambda key, params: self.sampler(key, self.score_fn(params)))
+
 
 def _check_finite(losses_by_step: np.ndarray, first_step: int) -> None:
     bad = np.flatnonzero(~np.isfinite(losses_by_step))
@@ -158,9 +163,7 @@ def write_samples(
 ) -> str:
     """Samples a grid with the EMA parameters; writes a PNG and a TensorBoard image."""
     key = jax.random.fold_in(jax.random.key(experiment.config.seed + 2), step)
-    out = jax.jit(lambda key, params: experiment.sampler(key, experiment.score_fn(params)))(
-        key, state.ema_params
-    )
+    out = experiment.sample_fn(key, state.ema_params)
     x = data.inverse_scaler(experiment.config.data.centered)(np.asarray(out.x))
     grid = images.image_grid(x)
     path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
