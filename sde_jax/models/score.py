@@ -67,9 +67,10 @@ def time_labels(sde: SDE, t: PerExample, continuous: bool = True, num_scales: in
 
 def _discrete_vp_std(sde: VPSDE, labels: PerExample, num_scales: int) -> PerExample:
     alphas_cumprod = jnp.cumprod(1.0 - sde.discrete_betas(num_scales))
-    # Round, not truncate: float32 (i / 999) * 999 can land just below i (the original's
-    # astype(int32) then read the std of step i - 1 for 170 of the 1000 steps).
-    return jnp.sqrt(1.0 - alphas_cumprod)[jnp.round(labels).astype(jnp.int32)]
+    # Truncate like the original, but with a thousandth of a step of slack: float32
+    # (i / 999) * 999 can land just below i, and the original's plain astype(int32) then read
+    # the std of step i - 1 for 170 of the 1000 steps.
+    return jnp.sqrt(1.0 - alphas_cumprod)[jnp.floor(labels + 1e-3).astype(jnp.int32)]
 
 
 def get_score_fn(
