@@ -1,4 +1,4 @@
-"""One train step and one eval step of each config family's smoke variant, on mock TFDS data."""
+"""Two train steps and eval steps of each config family's smoke variant, on mock TFDS data."""
 
 import importlib
 
@@ -23,11 +23,12 @@ FAMILIES = [
 @pytest.mark.parametrize("name", FAMILIES)
 def test_smoke_variant_trains_and_evaluates(name, tmp_path):
     config = importlib.import_module(f"configs.{name}").get_config("smoke")
-    config.training.update(n_iters=1, eval_freq=1, log_freq=1, snapshot_sampling=False)
+    # Two steps: the warmup schedule's learning rate is 0 at the first (as the original's).
+    config.training.update(n_iters=2, eval_freq=1, log_freq=1, snapshot_sampling=False)
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
         config.data.data_dir = str(tmp_path / "tfds")
         state = loop.train(config, str(tmp_path / "work"))
-    assert int(state.step) == 1  # the loop raises on a non-finite loss or eval failure
+    assert int(state.step) == 2  # the loop raises on a non-finite loss or eval failure
     changed = [
         not np.allclose(a, b)
         for a, b in zip(
