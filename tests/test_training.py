@@ -141,10 +141,11 @@ def test_non_finite_loss_names_the_step():
         _check_finite(np.array([1.0, 2.0, np.nan, np.inf]), 10)
 
 
-def test_checkpoint_round_trip_restores_exactly_into_shardings(tmp_path):
+def test_checkpoint_round_trip_restores_exactly_into_shardings(tmp_path, monkeypatch):
     mesh = sharding.make_mesh(2, 4)
     state, _, shardings = setup_step(mesh)
-    ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=2)
+    monkeypatch.chdir(tmp_path)
+    ckpt = checkpoint.Checkpointer("runs/relative", max_to_keep=2)  # as the README's workdir
     ckpt.save(7, state, periodic=True)
     ckpt.save(9, state.replace(step=state.step + 9), periodic=False)
     ckpt.wait()
@@ -157,4 +158,5 @@ def test_checkpoint_round_trip_restores_exactly_into_shardings(tmp_path):
         assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
     assert int(ckpt.restore(abstract).step) == 9  # the newest: the preemption checkpoint
     ckpt.close()
+    assert (tmp_path / "runs" / "relative" / "checkpoints" / "7").is_dir()
     assert isinstance(jax.tree.leaves(shardings)[0], NamedSharding)

@@ -24,6 +24,8 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: str, max_to_keep: int | None = None):
+        if "://" not in workdir:  # orbax needs absolute local paths; bucket URLs stay as given
+            workdir = os.path.abspath(workdir)
         self.periodic = ocp.CheckpointManager(
             os.path.join(workdir, "checkpoints"),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
