@@ -37,12 +37,15 @@ from sde_jax.typing import Array, ArrayLike, Data, Key, PerExample, ScoreFn
 __all__ = [
     "BitsPerDim",
     "LikelihoodOutput",
+    "batch_bits_per_dim",
     "bits_per_dim",
+    "check_images",
     "dataset_bits_per_dim",
     "dequantize",
     "divergence",
     "log_likelihood",
     "log_sigma",
+    "summarize_bits_per_dim",
 ]
 
 Probes = Float[Array, "num_probes batch *dims"]
@@ -339,7 +342,8 @@ def dequantize(
     return lo + (hi - lo) * (jnp.asarray(images).astype(dtype) + noise) / num_levels
 
 
-def _check_images(images: object, index: int, num_levels: int) -> np.ndarray:
+def check_images(images: object, index: int, num_levels: int) -> np.ndarray:
+    """``images`` as numpy; ValueError naming batch ``index`` unless integer levels in range."""
     images = np.asarray(images)
     if not np.issubdtype(images.dtype, np.integer):
         raise ValueError(
@@ -415,52 +419,118 @@ def dataset_bits_per_dim(
         images in range.
       RuntimeError: if the ODE solver fails on a batch.
     """
-    if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
-        raise ValueError(f"num_repeats must be an integer >= 1, got {num_repeats!r}.")
+    check_num_repeats(num_repeats)
     _check_range(data_range)
 
     @jax.jit
     def evaluate(key, images):
-        dequant_key, probe_key = jax.random.split(key)
-        x = dequantize(dequant_key, images, data_range=data_range, num_levels=num_levels)
-        out = log_likelihood(probe_key, sde, score_fn, x, **likelihood_kwargs)
-        num_dims = math.prod(images.shape[1:])
-        bpd = bits_per_dim(out.logp, num_dims, data_range=data_range, num_levels=num_levels)
-        return bpd, out.nfe, out.success
+        return batch_bits_per_dim(
+            key,
+            sde,
+            score_fn,
+            images,
+            data_range=data_range,
+            num_levels=num_levels,
+            **likelihood_kwargs,
+        )
 
-    per_example, repeat_sums, nfes = [], np.zeros(num_repeats), []
+    per_example, nfes = [], []
     for index, images in enumerate(batches):
-        images = _check_images(images, index, num_levels)
+        images = check_images(images, index, num_levels)
         batch_bpd = np.zeros((num_repeats, images.shape[0]))
         for r in range(num_repeats):
             subkey = jax.random.fold_in(jax.random.fold_in(key, index), r)
             bpd, nfe, success = jax.block_until_ready(evaluate(subkey, images))
-            if not bool(success):
-                raise RuntimeError(
-                    f"the likelihood ODE solve failed on batch {index}, repeat {r} (max_steps "
-                    f"reached or non-finite values); raise max_steps or check the model."
-                )
+            check_success(success, index, r)
             batch_bpd[r] = np.asarray(bpd)
             nfes.append(int(nfe))
-        repeat_sums += batch_bpd.sum(axis=1)
-        per_example.append(batch_bpd.mean(axis=0))
+        per_example.append(batch_bpd)
         if log_every and (index + 1) % log_every == 0:
-            running = np.concatenate(per_example)
+            running = np.concatenate(per_example, axis=1)
             logging.info(
                 "bits/dim: %d batches, %d examples, running mean %.4f (mean nfe %.1f)",
                 index + 1,
-                running.size,
+                running.shape[1],
                 running.mean(),
                 np.mean(nfes),
             )
     if not per_example:
         raise ValueError("batches is empty: no images to evaluate.")
-    values = np.concatenate(per_example)
-    stderr = float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else math.nan
+    return summarize_bits_per_dim(np.concatenate(per_example, axis=1), nfes)
+
+
+def check_num_repeats(num_repeats: object) -> None:
+    """Raises ValueError unless ``num_repeats`` is an int >= 1."""
+    if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
+        raise ValueError(f"num_repeats must be an integer >= 1, got {num_repeats!r}.")
+
+
+def check_success(success: ArrayLike, index: int, repeat: int) -> None:
+    """Raises RuntimeError naming the batch and repeat when the ODE solve failed."""
+    if not bool(success):
+        raise RuntimeError(
+            f"the likelihood ODE solve failed on batch {index}, repeat {repeat} (max_steps "
+            f"reached or non-finite values); raise max_steps or check the model."
+        )
+
+
+def batch_bits_per_dim(
+    key: Key,
+    sde: SDE,
+    score_fn: ScoreFn,
+    images: Images,
+    *,
+    data_range: tuple[float, float] = (0.0, 1.0),
+    num_levels: int = 256,
+    **likelihood_kwargs,
+) -> tuple[PerExample, Array, Array]:
+    """Bits/dim of one batch of integer images under one draw of dequantization noise.
+
+    Dequantizes ``images`` (:func:`dequantize`), solves :func:`log_likelihood` with fresh
+    probes and converts with :func:`bits_per_dim`. Pure and unjitted: callers compile and
+    shard it (the batch may be split over devices: the solver's error norm spans the whole
+    batch either way).
+
+    Args:
+      key: PRNG key, split into the dequantization and probe keys.
+      sde: the forward SDE.
+      score_fn: the model's score.
+      images: integer levels ``[batch, ...]`` in ``[0, num_levels - 1]``.
+      data_range: the interval the model's data are scaled to.
+      num_levels: levels of the integer data.
+      **likelihood_kwargs: passed to :func:`log_likelihood`.
+
+    Returns:
+      ``(bpd [batch], nfe, success)``.
+    """
+    dequant_key, probe_key = jax.random.split(key)
+    x = dequantize(dequant_key, images, data_range=data_range, num_levels=num_levels)
+    out = log_likelihood(probe_key, sde, score_fn, x, **likelihood_kwargs)
+    num_dims = math.prod(images.shape[1:])
+    bpd = bits_per_dim(out.logp, num_dims, data_range=data_range, num_levels=num_levels)
+    return bpd, out.nfe, out.success
+
+
+def summarize_bits_per_dim(per_example: np.ndarray, nfes: Iterable[int]) -> BitsPerDim:
+    """The :class:`BitsPerDim` of ``per_example`` ``[num_repeats, num_examples]`` bits/dim.
+
+    Args:
+      per_example: bits/dim of every example under every repeat of the noise.
+      nfes: the evaluations of each ODE solve.
+    """
+    values = np.asarray(per_example, np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(
+            f"per_example must have shape [num_repeats, num_examples] with examples, got "
+            f"{values.shape}."
+        )
+    example_means = values.mean(axis=0)
+    n = example_means.size
+    stderr = float(example_means.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
     return BitsPerDim(
-        mean=float(values.mean()),
+        mean=float(example_means.mean()),
         stderr=stderr,
-        repeat_means=repeat_sums / values.size,
-        num_examples=int(values.size),
-        mean_nfe=float(np.mean(nfes)),
+        repeat_means=values.mean(axis=1),
+        num_examples=int(n),
+        mean_nfe=float(np.mean(list(nfes))),
     )
