@@ -19,7 +19,7 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
 flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
-flags.DEFINE_integer("step", None, "sample: checkpoint step to use (default: the newest).")
+flags.DEFINE_integer("step", None, "sample, eval: checkpoint step (default: the newest).")
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -93,9 +93,21 @@ def _sample(argv: Sequence[str]) -> None:
     evaluation.sample_to_files(FLAGS.config, FLAGS.workdir, FLAGS.num_samples, output, FLAGS.step)
 
 
+def _eval(argv: Sequence[str]) -> None:
+    """Evaluates checkpoints: bits/dim, eval loss, samples, FID/IS/KID (resumable)."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax import evaluation
+
+    for row in evaluation.evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.step):
+        print(evaluation.format_row(row))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "train": _train,
     "sample": _sample,
+    "eval": _eval,
     "info": _info,
 }
 

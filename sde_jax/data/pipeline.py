@@ -304,6 +304,29 @@ def train_iterator(
     return batches()
 
 
+def _num_eval_batches(total: int, num_shards: int, batch_size: int, drop_remainder: bool) -> int:
+    if drop_remainder:
+        return (total // num_shards) // batch_size
+    return math.ceil(math.ceil(total / num_shards) / batch_size)
+
+
+def num_eval_batches(
+    data_config: Mapping[str, Any],
+    batch_size: int,
+    *,
+    split: str | None = None,
+    num_shards: int | None = None,
+    drop_remainder: bool = False,
+) -> int:
+    """The number of batches :func:`eval_iterator` yields on every host, with the same args."""
+    validate(data_config)
+    batch_size = _as_int("batch_size", batch_size, 1)
+    shard = _resolve_shard(None, num_shards)
+    split = data_config["eval_split"] if split is None else split
+    total = get_source(data_config).num_examples(split, Shard(0, 1))
+    return _num_eval_batches(total, shard.count, batch_size, drop_remainder)
+
+
 def eval_iterator(
     data_config: Mapping[str, Any],
     batch_size: int,
@@ -346,10 +369,7 @@ def eval_iterator(
     split = data_config["eval_split"] if split is None else split
     source = get_source(data_config)
     total = source.num_examples(split, Shard(0, 1))
-    if drop_remainder:
-        num_batches = (total // shard.count) // batch_size
-    else:
-        num_batches = math.ceil(math.ceil(total / shard.count) / batch_size)
+    num_batches = _num_eval_batches(total, shard.count, batch_size, drop_remainder)
 
     def preprocess(element):
         image = crop_and_resize(source.decode(element), source.crop, data_config["image_size"])

@@ -1,0 +1,204 @@
+"""Bits/dim of a data split, sharded over every device and host, resumable after interruption.
+
+The split is read once; each batch is evaluated ``num_repeats`` times with fresh
+dequantization noise and Hutchinson probes (batch ``i``, repeat ``r`` uses
+``fold_in(fold_in(key, i), r)``, as :func:`sde_jax.likelihood.dataset_bits_per_dim` does).
+Each (batch, repeat) is one unit of work; after every unit the per-example results so far go
+to a small ``.npz`` file, and a rerun with the same file skips the units it holds (it still
+reads, but does not evaluate, their batches).
+"""
+
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from sde_jax import likelihood
+from sde_jax.evaluation import store
+from sde_jax.sdes import SDE
+from sde_jax.training import sharding
+from sde_jax.typing import Key, ScoreFn
+
+# on_unit(batch_index, repeat): called after each evaluated (and saved) unit.
+UnitCallback = Callable[[int, int], None]
+
+
+class _Progress:
+    """Per-unit results in unit order (unit ``u`` = batch ``u // R``, repeat ``u % R``)."""
+
+    def __init__(self, path: str | None, key_data: np.ndarray, num_repeats: int, batch: int):
+        self.path, self.key_data = path, key_data
+        self.num_repeats, self.batch = num_repeats, batch
+        self.bpd, self.mask, self.nfe = [], [], []
+        if path is not None and store.exists(path):
+            saved = store.load_npz(path)
+            found = (
+                int(saved["num_repeats"]),
+                int(saved["batch_size"]),
+                saved["key_data"].tolist(),
+            )
+            if found != (num_repeats, batch, key_data.tolist()):
+                raise ValueError(
+                    f"the partial bits/dim results in {path} were computed with (num_repeats, "
+                    f"batch_size, key) = {found}, not {(num_repeats, batch, key_data.tolist())};"
+                    " delete the file to start this evaluation over."
+                )
+            self.bpd, self.mask = list(saved["bpd"]), list(saved["mask"])
+            self.nfe = saved["nfe"].tolist()
+            logging.info("Resuming bits/dim from %s: %d units done.", path, len(self.nfe))
+
+    @property
+    def units(self) -> int:
+        return len(self.nfe)
+
+    def add(self, bpd: np.ndarray, mask: np.ndarray, nfe: int) -> None:
+        self.bpd.append(np.asarray(bpd, np.float32))
+        self.mask.append(np.asarray(mask, bool))
+        self.nfe.append(int(nfe))
+        if self.path is not None:
+            store.save_npz(
+                self.path,
+                bpd=np.stack(self.bpd),
+                mask=np.stack(self.mask),
+                nfe=np.asarray(self.nfe, np.int64),
+                key_data=self.key_data,
+                num_repeats=np.asarray(self.num_repeats),
+                batch_size=np.asarray(self.batch),
+            )
+
+    def per_example(self) -> np.ndarray:
+        """``[num_repeats, num_examples]`` bits/dim of the real (masked-in) examples."""
+        batches = self.units // self.num_repeats
+        bpd = np.stack(self.bpd[: batches * self.num_repeats])
+        bpd = bpd.reshape(batches, self.num_repeats, self.batch).transpose(1, 0, 2)
+        mask = np.stack(self.mask[: batches * self.num_repeats : self.num_repeats])
+        return bpd[:, mask]
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(sde, score_of, mesh, data_range, num_levels, likelihood_items):
+    """The jitted unit, built once per model and mesh (evaluating many checkpoints)."""
+
+    def evaluate(params, key_data, images, mask):
+        key = jax.random.wrap_key_data(key_data)
+        bpd, nfe, success = likelihood.batch_bits_per_dim(
+            key,
+            sde,
+            score_of(params),
+            images,
+            data_range=data_range,
+            num_levels=num_levels,
+            **dict(likelihood_items),
+        )
+        return bpd, nfe, success, mask
+
+    return jax.jit(evaluate, out_shardings=sharding.replicated(mesh))
+
+
+def sharded_bits_per_dim(
+    key: Key,
+    sde: SDE,
+    score_of: Callable[[Any], ScoreFn],
+    params: Any,
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    mesh: Mesh,
+    num_repeats: int = 5,
+    num_batches: int | None = None,
+    data_range: tuple[float, float] = (0.0, 1.0),
+    num_levels: int = 256,
+    progress_path: str | None = None,
+    on_unit: UnitCallback | None = None,
+    **likelihood_kwargs,
+) -> likelihood.BitsPerDim:
+    """Bits/dim of a split with the batch split over ``mesh``; resumable through a file.
+
+    Args:
+      key: PRNG key of the evaluation.
+      sde: the forward SDE.
+      score_of: ``score_of(params) -> score_fn``, e.g. ``Experiment.score_fn``.
+      params: the network parameters (global arrays, or host arrays to be replicated).
+      batches: this host's batches ``{'image': uint8 [local_batch, ...], 'mask': bool
+        [local_batch]}`` (``sde_jax.data.eval_iterator(..., raw_uint8=True)``); every host
+        yields the same number; examples with ``mask`` False are evaluated but not counted.
+      mesh: the device mesh; the global batch (local batch times hosts) must split evenly
+        over its devices.
+      num_repeats: R, dequantization repeats per example.
+      num_batches: the number of batches, for progress messages only.
+      data_range: the interval the model's data are scaled to, (0, 1) or (-1, 1).
+      num_levels: levels of the integer data (256).
+      progress_path: ``.npz`` file holding the results of finished units; None keeps
+        nothing (no resume).
+      on_unit: called as ``on_unit(batch_index, repeat)`` after each evaluated unit.
+      **likelihood_kwargs: passed to :func:`sde_jax.likelihood.log_likelihood`.
+
+    Returns:
+      A :class:`sde_jax.likelihood.BitsPerDim` over the masked-in examples.
+
+    Raises:
+      ValueError: for a bad ``num_repeats``, images that are not integer levels, a batch that
+        does not split over the devices, an empty split, or a progress file of another
+        evaluation.
+      RuntimeError: if the ODE solver fails on a unit.
+    """
+    likelihood.check_num_repeats(num_repeats)
+    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    evaluate = _compiled(
+        sde, score_of, mesh, tuple(data_range), num_levels, tuple(sorted(likelihood_kwargs.items()))
+    )
+    key_data = np.asarray(jax.random.key_data(key))
+    progress = None
+    start, timed_units = time.monotonic(), 0
+    for index, batch in enumerate(batches):
+        images = likelihood.check_images(batch["image"], index, num_levels)
+        global_size = images.shape[0] * jax.process_count()
+        if progress is None:
+            sharding.check_batch_size(global_size, mesh, "the global eval batch size")
+            progress = _Progress(progress_path, key_data, num_repeats, global_size)
+        if (index + 1) * num_repeats <= progress.units:
+            continue  # finished before an interruption: read, not evaluated
+        inputs = sharding.global_batch({"image": images, "mask": batch["mask"]}, batch_sharding)
+        for r in range(num_repeats):
+            if index * num_repeats + r < progress.units:
+                continue
+            subkey = jax.random.fold_in(jax.random.fold_in(key, index), r)
+            subkey_data = sharding.global_batch(
+                {"key": np.asarray(jax.random.key_data(subkey))}, replicated
+            )["key"]
+            bpd, nfe, success, mask = evaluate(params, subkey_data, inputs["image"], inputs["mask"])
+            likelihood.check_success(success, index, r)
+            progress.add(np.asarray(bpd), np.asarray(mask), int(nfe))
+            timed_units += 1
+            _log_progress(progress, index, r, num_batches, timed_units, time.monotonic() - start)
+            if on_unit is not None:
+                on_unit(index, r)
+    if progress is None or progress.units == 0:
+        raise ValueError("batches is empty: no images to evaluate.")
+    return likelihood.summarize_bits_per_dim(progress.per_example(), progress.nfe)
+
+
+def _log_progress(progress, index, repeat, num_batches, timed_units, elapsed) -> None:
+    values = np.concatenate([b[m] for b, m in zip(progress.bpd, progress.mask, strict=True)])
+    eta = ""
+    if num_batches:
+        left = num_batches * progress.num_repeats - progress.units
+        eta = f", ETA {left * elapsed / timed_units / 60:.1f} min"
+    logging.info(
+        "bits/dim: batch %d/%s repeat %d/%d, running mean %.4f over %d evaluations "
+        "(nfe %d, %.2f s per batch%s)",
+        index + 1,
+        num_batches or "?",
+        repeat + 1,
+        progress.num_repeats,
+        float(values.mean()) if values.size else math.nan,
+        values.size,
+        progress.nfe[-1],
+        elapsed / timed_units,
+        eta,
+    )

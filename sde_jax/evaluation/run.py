@@ -1,0 +1,301 @@
+"""Evaluating checkpoints (``sde-jax eval``), and the helpers of ``sde-jax sample`` / ``train``.
+
+:func:`evaluate` picks checkpoints of a working directory (a given step; every periodic
+checkpoint in ``[eval.begin_step, eval.end_step]`` when either is set, as the original's
+``begin_ckpt``/``end_ckpt``; else the newest) and evaluates the EMA parameters of each on the
+parts the config enables, sharded over every device and host:
+
+- ``bpd`` (``eval.enable_bpd``): bits/dim of ``data.eval_split`` with ``eval.bpd_repeats``
+  dequantizations per example (``bpd_train``: also ``data.train_split``, with
+  ``eval.bpd_on_train``);
+- ``loss`` (``eval.enable_loss``): the training loss on the eval split;
+- ``samples`` (``eval.enable_sampling``): ``eval.num_samples`` samples with the configured
+  sampler, in chunks of ``eval.batch_size``;
+- ``quality``: FID / IS / KID of those samples against ``eval.reference_stats``, with the
+  Inception weights of ``eval.inception_path``, when both are set.
+
+Everything lands in ``workdir/eval``: ``step_NNNNNNNN/`` holds one checkpoint's partial results
+(``summary.json`` with each finished part, ``bpd.npz`` / ``bpd_train.npz`` per-example
+progress, ``samples/chunk_*.npz`` and ``samples.png``); ``results.json`` and ``results.csv``
+one row per evaluated step; ``tensorboard/`` the rows as scalars and the sample grids. A rerun
+skips finished steps and parts and resumes unfinished ones where they stopped.
+"""
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from sde_jax import data, images, likelihood
+from sde_jax.evaluation import parts as parts_lib
+from sde_jax.evaluation import samples as samples_lib
+from sde_jax.evaluation import store
+from sde_jax.training import sharding
+from sde_jax.training.loop import Experiment
+
+PARTS = ("bpd", "bpd_train", "loss", "samples", "quality")
+"""The parts of an evaluation, in the order they run."""
+
+
+def enabled_parts(eval_config: ml_collections.ConfigDict, with_quality: bool) -> list[str]:
+    """The parts an ``eval`` config section enables (``quality`` only ``with_quality``)."""
+    enabled = {
+        "bpd": eval_config.enable_bpd,
+        "bpd_train": eval_config.enable_bpd and eval_config.bpd_on_train,
+        "loss": eval_config.enable_loss,
+        "samples": eval_config.enable_sampling,
+        "quality": eval_config.enable_sampling and with_quality,
+    }
+    return [part for part in PARTS if enabled[part]]
+
+
+def step_dir(workdir: str, step: int) -> str:
+    """Where the partial results of checkpoint ``step`` go."""
+    return os.path.join(workdir, "eval", f"step_{step:08d}")
+
+
+def _bpd_row(prefix: str, result: likelihood.BitsPerDim) -> dict[str, Any]:
+    return {
+        prefix: result.mean,
+        f"{prefix}_stderr": result.stderr,
+        f"{prefix}_examples": result.num_examples,
+        f"{prefix}_nfe": result.mean_nfe,
+    }
+
+
+def _sample_paths(config, directory: str) -> list[str]:
+    num_chunks = -(-config.eval.num_samples // config.eval.batch_size)
+    return [samples_lib.chunk_path(directory, i) for i in range(num_chunks)]
+
+
+class _Run:
+    """The state shared by the parts of one checkpoint's evaluation."""
+
+    def __init__(self, experiment, params, directory, quality, quality_fn, on_unit, on_chunk):
+        self.experiment, self.config, self.params = experiment, experiment.config, params
+        self.directory, self.quality, self.quality_fn = directory, quality, quality_fn
+        self.on_unit, self.on_chunk = on_unit, on_chunk
+        self.grid = None
+
+    def run(self, part: str) -> dict[str, Any]:
+        return getattr(self, f"_{part}")()
+
+    def _bpd_of(self, split: str, seed: int, name: str) -> dict[str, Any]:
+        result = parts_lib.bits_per_dim_of_split(
+            self.experiment,
+            self.params,
+            split,
+            jax.random.key(self.config.seed + seed),
+            progress_path=os.path.join(self.directory, f"{name}.npz"),
+            on_unit=self.on_unit,
+        )
+        return _bpd_row(name, result)
+
+    def _bpd(self):
+        return self._bpd_of(self.config.data.eval_split, parts_lib.BPD_SEED, "bpd")
+
+    def _bpd_train(self):
+        return self._bpd_of(self.config.data.train_split, parts_lib.BPD_TRAIN_SEED, "bpd_train")
+
+    def _loss(self):
+        local = self.config.eval.batch_size // jax.process_count()
+        batches = data.eval_iterator(self.config.data, local)
+        key = jax.random.key(self.config.seed + parts_lib.LOSS_SEED)
+        return {"eval_loss": parts_lib.eval_loss(self.experiment, self.params, batches, key)}
+
+    def _samples(self):
+        paths = samples_lib.sample_chunks(
+            parts_lib.make_chunk_sampler(self.experiment, self.params),
+            num_samples=self.config.eval.num_samples,
+            chunk_size=self.config.eval.batch_size,
+            directory=os.path.join(self.directory, "samples"),
+            on_chunk=self.on_chunk,
+        )
+        nfes, first = [], []
+        for path in paths:
+            chunk = store.load_npz(path)
+            nfes.append(float(chunk["nfe"]))
+            if sum(len(c) for c in first) < 256:
+                first.append(chunk["samples"])
+        first = np.concatenate(first)[:256]
+        samples_lib.save_grid(os.path.join(self.directory, "samples.png"), first)
+        self.grid = images.image_grid(first.astype(np.float32) / 255.0)
+        return {"num_samples": self.config.eval.num_samples, "sample_nfe": float(np.mean(nfes))}
+
+    def _quality(self):
+        feature_fn, reference = self.quality
+        paths = _sample_paths(self.config, os.path.join(self.directory, "samples"))
+        return samples_lib.sample_quality(
+            samples_lib.iterate_samples(paths),
+            parts_lib.sharded_feature_fn(feature_fn, self.experiment.mesh),
+            reference,
+            batch_size=self.config.eval.batch_size,
+            quality_fn=self.quality_fn,
+        )
+
+
+def evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    step: int | None = None,
+    quality: tuple[Callable, Any] | None = None,
+    quality_fn: Callable | None = None,
+    on_unit: Callable[[int, int], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluates the EMA parameters of checkpoints of ``workdir`` (see the module docstring).
+
+    Args:
+      config: the experiment config; its ``eval`` section picks the parts and checkpoints.
+      workdir: the run's directory.
+      step: evaluate this checkpoint only (default: the range of ``eval.begin_step`` and
+        ``eval.end_step`` if either is set, else the newest checkpoint).
+      quality: ``(feature_fn, reference)`` for FID/IS/KID; default: loaded from
+        ``eval.inception_path`` and ``eval.reference_stats`` (skipped when unset).
+      quality_fn: ``quality_fn(pool3, logits, reference) -> dict`` (default
+        ``sde_jax.metrics.sample_quality``).
+      on_unit: called after each bits/dim unit as ``on_unit(batch_index, repeat)``.
+      on_chunk: called after each sample chunk drawn with its index.
+
+    Returns:
+      The result rows of the evaluated steps (also in ``workdir/eval/results.json``).
+
+    Raises:
+      ValueError: for an invalid config, a ``step`` that is not a checkpoint or an empty range.
+      FileNotFoundError: without checkpoints, or for metric files named but missing.
+    """
+    experiment = Experiment(config)
+    _check_eval_config(config.eval, experiment.mesh)
+    if quality is None and config.eval.enable_sampling:
+        quality = parts_lib.load_quality_inputs(config.eval)
+    parts = enabled_parts(config.eval, quality is not None)
+    steps = parts_lib.checkpoint_steps(workdir, step, config.eval.begin_step, config.eval.end_step)
+    eval_dir = os.path.join(workdir, "eval")
+    writer = metric_writers.create_default_writer(
+        os.path.join(eval_dir, "tensorboard"), just_logging=jax.process_index() > 0
+    )
+    logging.info("Evaluating steps %s: %s.", steps, parts)
+    rows = []
+    for s in steps:
+        directory = step_dir(workdir, s)
+        summary_path = os.path.join(directory, "summary.json")
+        summary = store.load_json(summary_path, {})
+        todo = [p for p in parts if p not in summary]
+        done_rows = {r["step"]: r for r in store.read_results(eval_dir)}
+        if not todo and s in done_rows:
+            logging.info("Step %d: already evaluated (%s).", s, summary_path)
+            rows.append(done_rows[s])
+            continue
+        run = None
+        if todo:
+            params, _ = parts_lib.restore_ema_params(experiment, workdir, s)
+            run = _Run(experiment, params, directory, quality, quality_fn, on_unit, on_chunk)
+        for part in todo:
+            start = time.monotonic()
+            logging.info("Step %d: evaluating %s.", s, part)
+            summary[part] = {**run.run(part), f"{part}_seconds": time.monotonic() - start}
+            store.save_json(summary_path, summary)
+        row = {"step": s}
+        for part in parts:
+            row.update(summary[part])
+        rows.append(row)
+        store.write_result(eval_dir, row)
+        scalars = {k: v for k, v in row.items() if k != "step" and _finite(v)}
+        writer.write_scalars(s, scalars)
+        if run is not None and run.grid is not None:
+            writer.write_images(s, {"samples": run.grid[None]})
+        logging.info("Step %d: %s", s, format_row(row))
+    writer.flush()
+    writer.close()
+    return rows
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _check_eval_config(eval_config: ml_collections.ConfigDict, mesh) -> None:
+    sharding.check_batch_size(eval_config.batch_size, mesh, "eval.batch_size")
+    for key in ("num_samples", "bpd_repeats"):
+        value = eval_config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"eval.{key} must be a positive int, got {value!r}.")
+    limit = eval_config.bpd_max_examples
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"eval.bpd_max_examples must be None or a positive int, got {limit!r}.")
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One line for a result row: bits/dim with its standard error, then the other metrics."""
+    out = [f"step {row['step']}"]
+    for name in ("bpd", "bpd_train"):
+        if name in row:
+            out.append(f"{name} {row[name]:.4f} +- {row[f'{name}_stderr'] or math.nan:.4f}")
+    for name in ("eval_loss", "fid", "inception_score", "kid"):
+        if name in row:
+            out.append(f"{name} {row[name]:.4g}")
+    return ", ".join(out)
+
+
+def held_out_bits_per_dim(
+    config, workdir: str, step: int | None = None, max_examples: int | None = None
+) -> likelihood.BitsPerDim:
+    """Bits/dim of the eval split with the EMA parameters, ``eval.bpd_repeats`` dequantizations.
+
+    Sharded like :func:`evaluate`'s ``bpd`` part, without a progress file.
+
+    Args:
+      config: the experiment config.
+      workdir: the run's directory.
+      step: checkpoint step (default: newest).
+      max_examples: evaluate only the first examples of the split (None:
+        ``eval.bpd_max_examples``).
+    """
+    if max_examples is not None:
+        config = config.copy_and_resolve_references()
+        config.eval.bpd_max_examples = max_examples
+    experiment = Experiment(config)
+    _check_eval_config(config.eval, experiment.mesh)
+    params, _ = parts_lib.restore_ema_params(experiment, workdir, step)
+    key = jax.random.key(config.seed + parts_lib.BPD_SEED)
+    return parts_lib.bits_per_dim_of_split(experiment, params, config.data.eval_split, key)
+
+
+def sample_to_files(
+    config, workdir: str, num_samples: int, output: str, step: int | None = None
+) -> np.ndarray:
+    """Draws ``num_samples`` images in batches of ``training.sample_batch_size``.
+
+    Writes ``output`` (.npz with ``samples`` uint8 ``[n, H, W, C]``) after every batch, so an
+    interruption loses at most one batch, and a PNG grid of the first 256 beside it.
+
+    Returns:
+      The uint8 samples.
+    """
+    experiment = Experiment(config)
+    params, step = parts_lib.restore_ema_params(experiment, workdir, step)
+    to_unit = data.inverse_scaler(config.data.centered)
+    batches, done = [], 0
+    key = jax.random.key(config.seed + parts_lib.SAMPLE_SEED)
+    while done < num_samples:
+        out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
+        x = np.clip(to_unit(np.asarray(out.x)), 0.0, 1.0)
+        batches.append(np.round(x * 255).astype(np.uint8))
+        done += x.shape[0]
+        samples = np.concatenate(batches)[:num_samples]
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+            np.savez(output, samples=samples, step=step, nfe=int(out.nfe))
+        logging.info("Sampled %d/%d images (checkpoint step %d).", len(samples), num_samples, step)
+    if jax.process_index() == 0:
+        grid = images.image_grid(samples[:256].astype(np.float32) / 255.0)
+        images.save_png(os.path.splitext(output)[0] + ".png", grid)
+    return samples

@@ -1,0 +1,178 @@
+"""Many samples in resumable chunks, and their quality (FID, IS, KID) from Inception features.
+
+:func:`sample_chunks` draws ``num_samples`` images ``chunk_size`` at a time and writes each
+chunk to its own ``.npz`` as soon as it is drawn; chunk ``i`` is a pure function of ``i`` (the
+caller folds ``i`` into its key), so a rerun skips the chunks on disk and draws only the rest.
+:func:`sample_quality` feeds the samples through a feature function (Inception pool3
+features and logits) in fixed-size batches and hands the features to the metrics.
+"""
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from sde_jax import images as image_files
+from sde_jax.evaluation import store
+
+# feature_fn(uint8-range images [B, H, W, 3]) -> (pool3 [B, 2048], logits [B, 1008])
+FeatureFn = Callable[[np.ndarray], tuple[Any, Any]]
+
+
+def chunk_path(directory: str, index: int) -> str:
+    """The file of chunk ``index``."""
+    return os.path.join(directory, f"chunk_{index:06d}.npz")
+
+
+def sample_chunks(
+    sample_fn: Callable[[int], np.ndarray],
+    *,
+    num_samples: int,
+    chunk_size: int,
+    directory: str,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Draws ``num_samples`` images into ``directory/chunk_NNNNNN.npz``, skipping existing chunks.
+
+    Args:
+      sample_fn: ``sample_fn(chunk_index) -> (uint8 [chunk_size, H, W, C], extras)``,
+        deterministic in the index (every host calls it; process 0 writes); ``extras`` is a
+        dict of arrays stored beside the images (e.g. ``nfe``).
+      num_samples: N; the last chunk keeps only the images up to N.
+      chunk_size: images per call of ``sample_fn``.
+      directory: where the chunks go.
+      on_chunk: called with the index of every chunk drawn (not of those skipped).
+
+    Returns:
+      The chunk files, in order.
+
+    Raises:
+      ValueError: for a non-positive ``num_samples`` or ``chunk_size``, or a ``sample_fn``
+        returning something other than ``chunk_size`` uint8 images.
+    """
+    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    num_chunks = -(-num_samples // chunk_size)
+    paths = [chunk_path(directory, i) for i in range(num_chunks)]
+    todo = [i for i, path in enumerate(paths) if not store.exists(path)]  # decided once
+    if len(todo) < num_chunks:
+        logging.info(
+            "Sampling: %d of %d chunks already on disk.", num_chunks - len(todo), num_chunks
+        )
+    start = time.monotonic()
+    for done, index in enumerate(todo, 1):
+        batch, extras = sample_fn(index)
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8 or batch.shape[0] != chunk_size:
+            raise ValueError(
+                f"sample_fn must return {chunk_size} uint8 images, got {batch.dtype} of shape "
+                f"{batch.shape}."
+            )
+        count = min(chunk_size, num_samples - index * chunk_size)
+        store.save_npz(paths[index], samples=batch[:count], **extras)
+        per_chunk = (time.monotonic() - start) / done
+        logging.info(
+            "Sampled chunk %d/%d (%.1f s per chunk, ETA %.1f min).",
+            index + 1,
+            num_chunks,
+            per_chunk,
+            per_chunk * (len(todo) - done) / 60,
+        )
+        if on_chunk is not None:
+            on_chunk(index)
+    return paths
+
+
+def iterate_samples(paths: Iterable[str]) -> Iterator[np.ndarray]:
+    """The uint8 images of each chunk file of ``paths`` (:func:`sample_chunks`), in order."""
+    for path in paths:
+        yield store.load_npz(path)["samples"]
+
+
+def save_grid(path: str, samples: np.ndarray, max_images: int = 256) -> None:
+    """A PNG grid of the first ``max_images`` uint8 samples (process 0 only)."""
+    if jax.process_index() == 0:
+        grid = image_files.image_grid(samples[:max_images].astype(np.float32) / 255.0)
+        image_files.save_png(path, grid)
+
+
+def _batches(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Fixed-size batches across chunk boundaries, the last padded: (batch, real count)."""
+    pending, size = [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        while size >= batch_size:
+            flat = np.concatenate(pending)
+            yield flat[:batch_size], batch_size
+            pending, size = [flat[batch_size:]], size - batch_size
+    if size:
+        flat = np.concatenate(pending)
+        pad = np.zeros((batch_size - size, *flat.shape[1:]), flat.dtype)
+        yield np.concatenate([flat, pad]), size
+
+
+def features(
+    chunks: Iterable[np.ndarray], feature_fn: FeatureFn, *, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool3 features and logits of every image, in order.
+
+    Gray images are repeated to three channels (the Inception network is defined on RGB; the
+    reference statistics of a gray data set are computed the same way).
+
+    Args:
+      chunks: uint8 images ``[n_i, H, W, C]``, C 1 or 3, e.g. :func:`iterate_samples`.
+      feature_fn: ``feature_fn(uint8 [batch_size, H, W, 3]) -> (pool3, logits)``; it always
+        receives full batches (the last one padded with black images, dropped afterwards).
+      batch_size: images per call of ``feature_fn``.
+
+    Returns:
+      ``(pool3 [n, D], logits [n, K])`` as float64 numpy arrays.
+    """
+    pools, logits, seen = [], [], 0
+    for batch, count in _batches(chunks, batch_size):
+        if batch.shape[-1] == 1:
+            batch = np.repeat(batch, 3, axis=-1)
+        pool, logit = feature_fn(batch)
+        pools.append(np.asarray(pool, np.float64)[:count])
+        logits.append(np.asarray(logit, np.float64)[:count])
+        seen += count
+        logging.log_every_n_seconds(logging.INFO, "Inception features: %d images.", 30, seen)
+    if not pools:
+        raise ValueError("no samples to compute features of.")
+    return np.concatenate(pools), np.concatenate(logits)
+
+
+def sample_quality(
+    chunks: Iterable[np.ndarray],
+    feature_fn: FeatureFn,
+    reference: Any,
+    *,
+    batch_size: int,
+    quality_fn: Callable[[np.ndarray, np.ndarray, Any], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """FID, Inception Score and KID of the samples against ``reference`` statistics.
+
+    Args:
+      chunks: the samples, uint8 ``[n_i, H, W, C]`` arrays.
+      feature_fn: see :func:`features`.
+      reference: the data set's reference statistics (``sde_jax.metrics.ReferenceStats``).
+      batch_size: images per call of ``feature_fn``.
+      quality_fn: ``quality_fn(pool3, logits, reference) -> dict``; default
+        ``sde_jax.metrics.sample_quality`` (FID, IS with its std, KID).
+
+    Returns:
+      The metrics as floats.
+    """
+    if quality_fn is None:
+        from sde_jax import metrics
+
+        quality_fn = metrics.sample_quality
+    pool3, logits = features(chunks, feature_fn, batch_size=batch_size)
+    result = quality_fn(pool3, logits, reference)
+    return {name: float(value) for name, value in result.items()}
