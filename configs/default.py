@@ -105,12 +105,14 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.bpd_repeats = 5
     evaluate.enable_sampling = True
     evaluate.enable_loss = True
-    evaluate.begin_step = None  # sde-jax eval: first checkpoint step of a range (None: newest)
-    evaluate.end_step = None  # sde-jax eval: last checkpoint step of a range (None: no bound)
+    # Optional values default to typed placeholders (None) so the command line can set them.
+    optional = ml_collections.config_dict.placeholder
+    evaluate.begin_step = optional(int)  # sde-jax eval: first step of a range (None: newest)
+    evaluate.end_step = optional(int)  # sde-jax eval: last step of a range (None: no bound)
     evaluate.bpd_on_train = False  # also bits/dim of data.train_split
-    evaluate.bpd_max_examples = None  # bits/dim of the first examples only; None: whole split
-    evaluate.inception_path = None  # Inception weights file for FID/IS/KID; None: skip them
-    evaluate.reference_stats = None  # reference statistics (sde-jax fid-stats); None: skip
+    evaluate.bpd_max_examples = optional(int)  # bits/dim of the first examples; None: all
+    evaluate.inception_path = optional(str)  # Inception weights for FID/IS/KID; None: skip
+    evaluate.reference_stats = optional(str)  # reference stats (sde-jax fid-stats); None: skip
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = None  # devices along the data-parallel axis; None: all that fsdp leaves

@@ -143,7 +143,14 @@ def run(argv: Sequence[str] | None = None) -> None:
         print(f"sde-jax: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}.")
         print(_usage())
         raise SystemExit(2)
-    app.run(COMMANDS[command], argv=[f"sde-jax {command}", *argv[2:]])
+    command_argv = [f"sde-jax {command}", *argv[2:]]
+    # ml_collections finds --config.x overrides in sys.argv when it parses, so run([...]) from
+    # Python must show them there too.
+    saved, sys.argv = sys.argv, command_argv
+    try:
+        app.run(COMMANDS[command], argv=command_argv)
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -142,11 +142,12 @@ def test_eval_loss_equals_a_direct_computation(trained):
     config = experiment.config
     key = jax.random.key(5)
     result = evaluation.eval_loss(experiment, params, data.eval_iterator(config.data, 8), key)
+    # Directly: the loss of each whole (padded) batch on one device, real examples summed.
+    params = jax.device_put(params, jax.devices()[0])
+    loss_fn = jax.jit(lambda k, x: experiment.loss_fn(k, experiment.score_fn(params), x))
     total, count = 0.0, 0
     for i, batch in enumerate(data.eval_iterator(config.data, 8)):
-        out = experiment.loss_fn(
-            jax.random.fold_in(key, i), experiment.score_fn(params), batch["image"]
-        )
+        out = loss_fn(jax.random.fold_in(key, i), batch["image"])
         total += float(np.sum(np.asarray(out.per_example)[batch["mask"]]))
         count += int(batch["mask"].sum())
     assert count == 297  # the digits test split; its last batch holds one digit and padding
@@ -291,7 +292,9 @@ def test_cli_eval(trained, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     shutil.copytree(trained[0], workdir)
     config = ["--config=configs/quickstart.py:smoke", f"--workdir={workdir}", *CLI_OVERRIDES]
-    cli.run(["sde-jax", "eval", *config])
+    with pytest.raises(SystemExit) as exit_:  # absl's app.run exits
+        cli.run(["sde-jax", "eval", *config])
+    assert not exit_.value.code
     out = capsys.readouterr().out
     assert out.startswith("step 2: bpd ") and "eval_loss" in out
     rows = evaluation.read_results(os.path.join(workdir, "eval"))

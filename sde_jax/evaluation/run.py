@@ -212,7 +212,7 @@ def evaluate(
         writer.write_scalars(s, scalars)
         if run is not None and run.grid is not None:
             writer.write_images(s, {"samples": run.grid[None]})
-        logging.info("Step %d: %s", s, format_row(row))
+        logging.info("%s", format_row(row))
     writer.flush()
     writer.close()
     return rows
@@ -235,14 +235,14 @@ def _check_eval_config(eval_config: ml_collections.ConfigDict, mesh) -> None:
 
 def format_row(row: dict[str, Any]) -> str:
     """One line for a result row: bits/dim with its standard error, then the other metrics."""
-    out = [f"step {row['step']}"]
+    out = []
     for name in ("bpd", "bpd_train"):
         if name in row:
             out.append(f"{name} {row[name]:.4f} +- {row[f'{name}_stderr'] or math.nan:.4f}")
     for name in ("eval_loss", "fid", "inception_score", "kid"):
         if name in row:
             out.append(f"{name} {row[name]:.4g}")
-    return ", ".join(out)
+    return f"step {row['step']}: " + ", ".join(out)
 
 
 def held_out_bits_per_dim(
