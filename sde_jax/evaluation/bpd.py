@@ -154,7 +154,7 @@ def sharded_bits_per_dim(
     )
     key_data = np.asarray(jax.random.key_data(key))
     progress = None
-    start, timed_units = time.monotonic(), 0
+    first_done, timed_units = None, 0  # the rate leaves out the first unit (compilation)
     for index, batch in enumerate(batches):
         images = likelihood.check_images(batch["image"], index, num_levels)
         global_size = images.shape[0] * jax.process_count()
@@ -174,8 +174,13 @@ def sharded_bits_per_dim(
             bpd, nfe, success, mask = evaluate(params, subkey_data, inputs["image"], inputs["mask"])
             likelihood.check_success(success, index, r)
             progress.add(np.asarray(bpd), np.asarray(mask), int(nfe))
-            timed_units += 1
-            _log_progress(progress, index, r, num_batches, timed_units, time.monotonic() - start)
+            if first_done is None:
+                first_done = time.monotonic()
+            else:
+                timed_units += 1
+            _log_progress(
+                progress, index, r, num_batches, timed_units, time.monotonic() - first_done
+            )
             if on_unit is not None:
                 on_unit(index, r)
     if progress is None or progress.units == 0:
@@ -184,14 +189,15 @@ def sharded_bits_per_dim(
 
 
 def _log_progress(progress, index, repeat, num_batches, timed_units, elapsed) -> None:
+    """Logs the running mean; the time per unit and ETA once a unit after the first is done."""
     values = np.concatenate([b[m] for b, m in zip(progress.bpd, progress.mask, strict=True)])
-    eta = ""
-    if num_batches:
+    eta, per_unit = "", elapsed / max(timed_units, 1)
+    if num_batches and timed_units:
         left = num_batches * progress.num_repeats - progress.units
-        eta = f", ETA {left * elapsed / timed_units / 60:.1f} min"
+        eta = f", ETA {left * per_unit / 60:.1f} min"
     logging.info(
         "bits/dim: batch %d/%s repeat %d/%d, running mean %.4f over %d evaluations "
-        "(nfe %d, %.2f s per batch%s)",
+        "(nfe %d, %.2f s per batch and repeat%s)",
         index + 1,
         num_batches or "?",
         repeat + 1,
@@ -199,6 +205,6 @@ def _log_progress(progress, index, repeat, num_batches, timed_units, elapsed) ->
         float(values.mean()) if values.size else math.nan,
         values.size,
         progress.nfe[-1],
-        elapsed / timed_units,
+        per_unit,
         eta,
     )

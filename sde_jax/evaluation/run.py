@@ -204,8 +204,8 @@ def evaluate(
             summary[part] = {**run.run(part), f"{part}_seconds": time.monotonic() - start}
             store.save_json(summary_path, summary)
         row = {"step": s}
-        for part in parts:
-            row.update(summary[part])
+        for part in PARTS:  # parts of earlier runs too, e.g. FID computed once
+            row.update(summary.get(part, {}))
         rows.append(row)
         store.write_result(eval_dir, row)
         scalars = {k: v for k, v in row.items() if k != "step" and _finite(v)}
