@@ -58,6 +58,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     model.nonlinearity = "swish"
     model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
     model.remat = False
+    # Class-conditional score models (classifier-free guidance): None is unconditional; an
+    # int adds a class embedding (with the null label num_classes) to the time embedding.
+    # For model.name='wideresnet' (the noise-conditional classifier): the number of classes.
+    model.num_classes = None
+    model.depth = 28  # 'wideresnet' only: 6 n + 4 layers (WRN-28-10 in the paper)
+    model.widen_factor = 10  # 'wideresnet' only: width multiplier k
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adam"
@@ -69,6 +75,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     optim.grad_clip = 1.0
 
     config.training = training = ml_collections.ConfigDict()
+    training.task = "score"  # 'score' (the score model) or 'classifier' (noisy-data classifier)
+    training.label_dropout = 0.0  # class-conditional score models: P(label -> null label)
     training.batch_size = 128  # global, over all devices and hosts
     training.n_iters = 1_300_001
     training.continuous = True
