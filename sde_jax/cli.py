@@ -32,6 +32,21 @@ flags.DEFINE_string("split", None, "inpaint/colorize/interpolate: split (default
 flags.DEFINE_string("image_dir", None, "inpaint/colorize/interpolate: read a folder instead.")
 flags.DEFINE_integer("num_pairs", 4, "interpolate: pairs of images to interpolate between.")
 flags.DEFINE_integer("num_points", 8, "interpolate: points along each path, ends included.")
+flags.DEFINE_string(
+    "class", None, "sample: class(es) to draw, '3' or '0,3,7' (guided; see --guidance_scale)."
+)
+flags.DEFINE_float(
+    "guidance_scale",
+    1.0,
+    "sample --class: classifier-free weight w ((1 + w) s(x, t, y) - w s(x, t, null)) for a "
+    "class-conditional model; classifier guidance scale lambda otherwise (1: the paper's).",
+)
+flags.DEFINE_string(
+    "classifier_workdir", None, "sample --class: the noise-conditional classifier's workdir."
+)
+config_flags.DEFINE_config_file(
+    "classifier_config", None, "sample --class: the classifier's config (configs/classifier/...)."
+)
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -99,10 +114,38 @@ def _sample(argv: Sequence[str]) -> None:
     del argv
     _require("config", "workdir")
     _setup()
+    if FLAGS["class"].value is not None:
+        _sample_classes()
+        return
     from sde_jax import evaluation
 
     output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", "final.npz")
     evaluation.sample_to_files(FLAGS.config, FLAGS.workdir, FLAGS.num_samples, output, FLAGS.step)
+
+
+def _sample_classes() -> None:
+    """``sample --class``: classifier-free guidance, or classifier guidance with a classifier."""
+    from sde_jax import class_samples
+
+    try:
+        classes = class_samples.parse_classes(FLAGS["class"].value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    if (FLAGS.classifier_workdir is None) != (FLAGS.classifier_config is None):
+        raise app.UsageError("--classifier_workdir and --classifier_config go together.")
+    name = "class_" + "-".join(map(str, classes))
+    output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", f"{name}.npz")
+    class_samples.sample_classes_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        output,
+        classes,
+        FLAGS.num_samples,
+        FLAGS.guidance_scale,
+        classifier_config=FLAGS.classifier_config,
+        classifier_workdir=FLAGS.classifier_workdir,
+        step=FLAGS.step,
+    )
 
 
 def _controllable_output(name: str) -> str:

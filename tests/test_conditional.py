@@ -1,17 +1,22 @@
 """Class-conditional score models for classifier-free guidance: embedding, labels, training."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sde_jax import VPSDE, data
+from sde_jax import VPSDE, class_samples, data, evaluation
 from sde_jax.models import DDPM, NCSNpp, get_score_fn
 from sde_jax.training import loop
 from sde_jax.training.step import drop_labels
-from tests import test_loop
+from tests import test_classifier, test_loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_UNET = {"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (4,)}
 TINY_UNET |= {"dropout": 0.0}
@@ -68,7 +73,7 @@ def test_class_embedding_conditions_the_network(name):
     assert float(jnp.abs(labelled[0] - labelled[1]).max()) > 1e-3 * scale
     assert float(jnp.abs(labelled[0] - labelled[2]).max()) > 1e-3 * scale
     # No labels means the null label.
-    np.testing.assert_allclose(no_labels, labelled[[2, 2, 2]], rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(no_labels, labelled[jnp.array([2, 2, 2])], rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_num_classes_is_validated():
@@ -128,8 +133,26 @@ def conditional_config(n_iters=2, label_dropout=0.2):
     return config
 
 
-def test_conditional_model_trains_with_label_dropout(tmp_path):
-    state = loop.train(conditional_config(2), str(tmp_path / "cfg"))
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two training steps each of a conditional and an unconditional score model and a
+    classifier, on the digits."""
+    root = tmp_path_factory.mktemp("conditional")
+    state = loop.train(conditional_config(2), str(root / "cfg"))
+    plain = test_loop.tiny_config(2)
+    plain.training.snapshot_sampling = False
+    plain.eval.enable_loss = False
+    loop.train(plain, str(root / "plain"))
+    clf_config = test_classifier.classifier_config(2)
+    clf_config.sde.sigma_max = plain.sde.sigma_max  # the score model's SDE
+    clf_config.eval.enable_loss = False
+    loop.train(clf_config, str(root / "clf"))
+    return root, state, plain, clf_config
+
+
+def test_conditional_model_trains_with_label_dropout(trained):
+    root, state, _, _ = trained
+    tmp_path = root
     assert int(state.step) == 2
     config = conditional_config(2)
     embedding = np.asarray(state.params["ClassEmbed"]["embedding"])
@@ -156,3 +179,82 @@ def test_conditional_options_are_validated():
     config.model.num_classes = 3
     with pytest.raises(ValueError, match=r"must equal the 10 classes of data\.dataset='digits'"):
         loop.Experiment(config)
+
+
+CONFIG_FILE = """
+from tests import test_conditional
+
+
+def get_config():
+    return test_conditional.conditional_config(2)
+"""
+
+
+def test_sample_class_cli_uses_classifier_free_guidance(trained):
+    root, _, _, _ = trained
+    config_path = root / "cfg_config.py"
+    config_path.write_text(CONFIG_FILE)
+    out = root / "cli" / "classes.npz"
+    command = [sys.executable, "-m", "sde_jax.cli", "sample", f"--config={config_path}"]
+    command += [f"--workdir={root / 'cfg'}", "--class=0,3,7", "--num_samples=6"]
+    command += ["--guidance_scale=2.0", f"--output={out}"]
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": ROOT}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = np.load(out)
+    assert stored["samples"].shape == (6, 8, 8, 1) and stored["samples"].dtype == np.uint8
+    np.testing.assert_array_equal(stored["labels"], [0, 3, 7, 0, 3, 7])
+    assert str(stored["mode"]) == "classifier-free" and float(stored["guidance_scale"]) == 2.0
+    for name in ("classes.png", "classes_class0.png", "classes_class3.png", "classes_class7.png"):
+        assert (root / "cli" / name).stat().st_size > 0
+
+
+def test_sample_classes_with_classifier_guidance(trained):
+    root, _, plain, clf_config = trained
+    out = str(root / "guided" / "two.npz")
+    samples, labels = class_samples.sample_classes_to_files(
+        plain,
+        str(root / "plain"),
+        out,
+        (1, 2),
+        4,
+        0.0,
+        classifier_config=clf_config,
+        classifier_workdir=str(root / "clf"),
+    )
+    assert samples.shape == (4, 8, 8, 1) and list(labels) == [1, 2, 1, 2]
+    assert str(np.load(out)["mode"]) == "classifier"
+    assert os.path.getsize(str(root / "guided" / "two_class2.png")) > 0
+    # Scale 0 is the unguided sampler: the plain sampler with the same key and parameters.
+    experiment = loop.Experiment(plain)
+    params, _ = evaluation.restore_ema_params(experiment, str(root / "plain"))
+    key = jax.random.fold_in(jax.random.key(plain.seed + 5), 0)
+    unguided = experiment.sample_fn(key, params).x
+    expected = np.round(np.clip(np.asarray(unguided), 0, 1) * 255).astype(np.uint8)
+    # (up to one gray level: the two programs may round differently)
+    assert np.abs(samples.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_sample_classes_errors(trained):
+    root, _, plain, _ = trained
+    with pytest.raises(ValueError, match="needs a noise-conditional classifier"):
+        class_samples.sample_classes_to_files(plain, str(root / "plain"), "x.npz", (1,), 2)
+    with pytest.raises(ValueError, match=r"classes must be in \[0, 10\)"):
+        class_samples.sample_classes_to_files(
+            conditional_config(2), str(root / "cfg"), "x.npz", (10,), 2
+        )
+    other = test_classifier.classifier_config(2)
+    other.sde.sigma_max = 3.0
+    with pytest.raises(ValueError, match="same SDE"):
+        class_samples.sample_classes_to_files(
+            plain,
+            str(root / "plain"),
+            "x.npz",
+            (1,),
+            2,
+            classifier_config=other,
+            classifier_workdir=str(root / "clf"),
+        )
+    with pytest.raises(ValueError, match="--class must be an int"):
+        class_samples.parse_classes("0,a")
+    assert class_samples.parse_classes(" 0, 3,7 ") == (0, 3, 7)

@@ -23,6 +23,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from sde_jax import builders, data, images, losses, sampling
+from sde_jax.models import get_score_fn
 from sde_jax.platform import block_if_needed, must_block_each_step
 from sde_jax.training import checkpoint, sharding
 from sde_jax.training import step as step_lib
@@ -152,6 +153,18 @@ class Experiment:
             raise ValueError(f"training.task={self.task!r} has no score function.")
         return network_score_fn(
             self.model, self.sde, params, class_labels=class_labels, **self.score_kwargs
+        )
+
+    def conditional_score_fn(self, params: Any):
+        """``score_fn(x, t, labels)`` of a class-conditional network with ``params`` (eval mode).
+
+        Raises:
+          ValueError: if the model is not a class-conditional score model.
+        """
+        if self.task != "score" or self.num_classes is None:
+            raise ValueError("model.num_classes is None: the score model is unconditional.")
+        return get_score_fn(
+            self.sde, self.model.apply, params, class_conditional=True, **self.score_kwargs
         )
 
     def snapshot_labels(self) -> Any:
