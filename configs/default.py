@@ -61,7 +61,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Class-conditional score models (classifier-free guidance): None is unconditional; an
     # int adds a class embedding (with the null label num_classes) to the time embedding.
     # For model.name='wideresnet' (the noise-conditional classifier): the number of classes.
-    model.num_classes = None
+    model.num_classes = ml_collections.config_dict.placeholder(int)  # None; CLI-overridable
     model.depth = 28  # 'wideresnet' only: 6 n + 4 layers (WRN-28-10 in the paper)
     model.widen_factor = 10  # 'wideresnet' only: width multiplier k
 

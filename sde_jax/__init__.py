@@ -14,9 +14,12 @@ The public surface, in one place:
   classifier-free guidance) and probability-flow latents, beside ``sampling.get_sampler``.
 - ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
 - ``losses``: denoising score matching (continuous, SMLD, DDPM).
-- ``models``: NCSN++ / DDPM++, DDPM, NCSNv2 in Flax; ``compat.score_sde`` loads the original
+- ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
+  noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
-- ``training``, ``evaluation``, ``data`` (TensorFlow-based input pipelines, imported on
+- ``classifier``: the classifier's loss on noisy data and ``classifier_log_prob_fn``.
+- ``training`` (``training.task``: the score model or the classifier), ``evaluation``,
+  ``class_samples`` (``sample --class``), ``data`` (TensorFlow-based input pipelines, imported on
   demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).
 """
 

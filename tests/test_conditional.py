@@ -73,7 +73,9 @@ def test_class_embedding_conditions_the_network(name):
     assert float(jnp.abs(labelled[0] - labelled[1]).max()) > 1e-3 * scale
     assert float(jnp.abs(labelled[0] - labelled[2]).max()) > 1e-3 * scale
     # No labels means the null label.
-    np.testing.assert_allclose(no_labels, labelled[jnp.array([2, 2, 2])], rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(
+        no_labels, labelled[jnp.array([2, 2, 2])], rtol=1e-4, atol=1e-4 * scale
+    )
 
 
 def test_num_classes_is_validated():

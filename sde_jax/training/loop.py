@@ -25,51 +25,10 @@ from clu import metric_writers, periodic_actions
 from sde_jax import builders, data, images, losses, sampling
 from sde_jax.models import get_score_fn
 from sde_jax.platform import block_if_needed, must_block_each_step
-from sde_jax.training import checkpoint, sharding
+from sde_jax.training import checkpoint, sharding, tasks
 from sde_jax.training import step as step_lib
 from sde_jax.training.state import TrainState, create_state
 from sde_jax.training.step import network_score_fn, train_steps
-
-TASKS = ("score", "classifier")
-"""Valid ``training.task`` values."""
-
-
-def _check_task_options(config: ml_collections.ConfigDict) -> tuple[str, int | None]:
-    """Validates ``training.task``, ``model.num_classes`` and ``training.label_dropout``."""
-    t, model = config.training, config.model
-    task = t.get("task", "score")
-    if task not in TASKS:
-        raise ValueError(f"training.task must be one of {list(TASKS)}, got {task!r}.")
-    num_classes = model.get("num_classes", None)
-    if task == "classifier" and num_classes is None:
-        raise ValueError("training.task='classifier' needs model.num_classes, got None.")
-    if task == "classifier" and model.name != "wideresnet":
-        raise ValueError(
-            f"training.task='classifier' needs model.name='wideresnet', got {model.name!r}."
-        )
-    if task == "score" and model.name == "wideresnet":
-        raise ValueError("model.name='wideresnet' is a classifier: set training.task='classifier'.")
-    rate = t.get("label_dropout", 0.0)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"training.label_dropout must be in [0, 1), got {rate!r}.")
-    if rate > 0 and (task != "score" or num_classes is None):
-        raise ValueError(
-            f"training.label_dropout={rate} needs a class-conditional score model "
-            "(training.task='score' and model.num_classes set)."
-        )
-    if num_classes is not None:
-        classes = data.num_classes(config.data)
-        if classes is None:
-            raise ValueError(
-                f"model.num_classes={num_classes} needs class labels, but data.dataset="
-                f"{config.data.dataset!r} has none."
-            )
-        if classes != num_classes:
-            raise ValueError(
-                f"model.num_classes must equal the {classes} classes of data.dataset="
-                f"{config.data.dataset!r}, got {num_classes!r}."
-            )
-    return task, num_classes
 
 
 class Experiment:
@@ -93,7 +52,7 @@ class Experiment:
     def __init__(self, config: ml_collections.ConfigDict, devices: list | None = None):
         self.config = config
         data.validate(config.data)
-        self.task, self.num_classes = _check_task_options(config)
+        self.task, self.num_classes = tasks.check_task_options(config)
         self.sde = builders.build_sde(config.sde)
         self.model = builders.build_model_from_config(config)
         self.tx = builders.build_optimizer(config.optim)
