@@ -20,7 +20,7 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
 flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
 flags.DEFINE_integer("step", None, "sample: checkpoint step to use (default: the newest).")
-flags.DEFINE_string("inception", None, "fid-stats: Inception weights .npz (default: eval.inception_path).")
+flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval.inception_path).")
 flags.DEFINE_string("split", None, "fid-stats: data split (default: data.train_split).")
 flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
 flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")

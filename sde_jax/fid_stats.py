@@ -61,7 +61,9 @@ def dataset_features(
         now = time.monotonic()
         if now - last_log > _LOG_EVERY_S:
             last_log = now
-            logging.info("Inception features: %d images, %.1f images/s.", done, done / (now - start))
+            logging.info(
+                "Inception features: %d images, %.1f images/s.", done, done / (now - start)
+            )
         if max_examples is not None and done >= max_examples:
             break
     if done == 0:
@@ -109,8 +111,9 @@ def write_reference_stats(
         metrics.save_reference_stats(output, stats)
     if len(logits) >= 10:
         score, std = metrics.inception_score(logits, splits=10)
-        logging.info("Inception Score of %s[%s]: %.3f +- %.3f.", data_config["dataset"], split,
-                     score, std)
+        logging.info(
+            "Inception Score of %s[%s]: %.3f +- %.3f.", data_config["dataset"], split, score, std
+        )
     logging.info(
         "Wrote reference statistics of %d images of %s[%s] (%d KID features) to %s.",
         stats.num_examples,

@@ -60,6 +60,7 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """``(x - mean) / sqrt(var + 1e-3) * gamma + beta`` with the moving statistics."""
         features = x.shape[-1]
         beta = self.param("beta", nn.initializers.zeros, (features,))
         gamma = self.param("gamma", nn.initializers.ones, (features,))
@@ -69,8 +70,9 @@ class BatchNorm(nn.Module):
 
 
 class ConvBN(nn.Module):
-    """Convolution without bias, batch norm, ReLU: the graph's ``NAME/conv2d_params`` and
-    ``NAME/batchnorm/*``.
+    """Convolution without bias, batch norm, ReLU.
+
+    The graph's ``NAME/conv2d_params`` (HWIO) and ``NAME/batchnorm/*``.
 
     Attributes:
       features: output channels.
@@ -86,6 +88,7 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """Applies the layer to NHWC inputs."""
         shape = (*self.kernel, x.shape[-1], self.features)  # HWIO, as TensorFlow
         kernel = self.param("conv2d_params", nn.initializers.he_normal(), shape)
         y = jax.lax.conv_general_dilated(
@@ -112,6 +115,7 @@ class Tower(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """Applies the convolutions in order to NHWC inputs."""
         for i, (features, kernel, stride, padding) in enumerate(self.layers):
             name = "conv" if i == 0 else f"conv_{i}"
             x = ConvBN(features, kernel, stride, padding, name=name)(x)
@@ -125,6 +129,7 @@ class SplitE(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """Both convolutions of ``x``, concatenated on channels (1x3 first)."""
         return jnp.concatenate(
             [ConvBN(384, (1, 3), name="conv")(x), ConvBN(384, (3, 1), name="conv_1")(x)], axis=-1
         )
@@ -150,6 +155,7 @@ class BlockA(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """The four branches, concatenated on channels in the graph's order."""
         return jnp.concatenate(
             [
                 ConvBN(64, name="conv")(x),
@@ -166,6 +172,7 @@ class BlockB(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """The three branches, concatenated on channels in the graph's order."""
         tower = [_conv(64), _conv(96, (3, 3)), (96, (3, 3), 2, "VALID")]
         return jnp.concatenate(
             [
@@ -184,6 +191,7 @@ class BlockC(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """The four branches, concatenated on channels in the graph's order."""
         c = self.channels_7x7
         tower = [_conv(c), _conv(c, (1, 7)), _conv(192, (7, 1))]
         tower_1 = [_conv(c), _conv(c, (7, 1)), _conv(c, (1, 7)), _conv(c, (7, 1))]
@@ -204,6 +212,7 @@ class BlockD(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        """The three branches, concatenated on channels in the graph's order."""
         tower = [_conv(192), (320, (3, 3), 2, "VALID")]
         tower_1 = [_conv(192), _conv(192, (1, 7)), _conv(192, (7, 1)), (192, (3, 3), 2, "VALID")]
         return jnp.concatenate(
@@ -224,10 +233,8 @@ class BlockE(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        if self.max_pool:
-            pooled = nn.max_pool(x, (3, 3), (1, 1), "SAME")
-        else:
-            pooled = _avg_pool_same(x)
+        """The four branches, concatenated on channels in the graph's order."""
+        pooled = nn.max_pool(x, (3, 3), (1, 1), "SAME") if self.max_pool else _avg_pool_same(x)
         return jnp.concatenate(
             [
                 ConvBN(320, name="conv")(x),
@@ -252,6 +259,7 @@ class InceptionV3(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, Array]:
+        """``(pool3 [B, 2048], logits [B, 1008])`` of normalized ``[B, 299, 299, 3]`` images."""
         x = ConvBN(32, (3, 3), 2, "VALID", name="conv")(x)  # 149x149
         x = ConvBN(32, (3, 3), 1, "VALID", name="conv_1")(x)  # 147x147
         x = ConvBN(64, (3, 3), name="conv_2")(x)
@@ -280,6 +288,7 @@ class Softmax(nn.Module):
 
     @nn.compact
     def __call__(self, pool3: Array) -> Array:
+        """The logits of ``pool3 [B, 2048]``."""
         shape = (NUM_FEATURES, NUM_CLASSES)
         weights = self.param("weights", nn.initializers.lecun_normal(), shape)
         biases = self.param("biases", nn.initializers.zeros, (NUM_CLASSES,))
@@ -460,7 +469,7 @@ def load_params(path: str | os.PathLike | None) -> Params:
 
 
 def _graph_attr(node, key: str):
-    return node.attr[key] if key in node.attr else None
+    return node.attr.get(key, None)
 
 
 def convert_graphdef(source: str | os.PathLike) -> Params:
@@ -513,6 +522,11 @@ def _check_batchnorm(node, flat: dict, gamma_name: str) -> None:
 
 def _conv_layouts() -> dict[str, tuple[int, str]]:
     """Convolution scope -> (stride, padding) in :class:`InceptionV3`, read off the module."""
+    return dict(_conv_layouts_cached())
+
+
+@functools.cache
+def _conv_layouts_cached() -> tuple[tuple[str, tuple[int, str]], ...]:
     layouts = {}
 
     def record(next_fun, args, kwargs, context):
@@ -524,7 +538,7 @@ def _conv_layouts() -> dict[str, tuple[int, str]]:
     dummy = jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
     with nn.intercept_methods(record):
         jax.eval_shape(InceptionV3().init, jax.random.key(0), dummy)
-    return layouts
+    return tuple(layouts.items())
 
 
 def _check_convolutions(nodes: Mapping[str, Any]) -> None:
@@ -542,8 +556,10 @@ def _check_convolutions(nodes: Mapping[str, Any]) -> None:
 
 
 def convert(source: str | os.PathLike, output: str | os.PathLike) -> None:
-    """``sde-jax convert-inception``: :func:`convert_graphdef` of ``source``, saved to ``output``."""
+    """``sde-jax convert-inception``: :func:`convert_graphdef` of ``source`` saved to ``output``."""
     params = convert_graphdef(source)
     save_params(output, params)
     count = sum(int(np.prod(shape)) for shape in param_shapes().values())
-    logging.info("Wrote %d Inception arrays (%d numbers) to %s.", len(param_shapes()), count, output)
+    logging.info(
+        "Wrote %d Inception arrays (%d numbers) to %s.", len(param_shapes()), count, output
+    )

@@ -66,8 +66,9 @@ def frechet_distance(
     mu2: Float[ArrayLike, " d"],
     sigma2: Float[ArrayLike, "d d"],
 ) -> float:
-    r"""Frechet (2-Wasserstein) distance between :math:`N(\mu_1, \Sigma_1)` and
-    :math:`N(\mu_2, \Sigma_2)`:
+    r"""Frechet (2-Wasserstein) distance between two Gaussians.
+
+    Between :math:`N(\mu_1, \Sigma_1)` and :math:`N(\mu_2, \Sigma_2)`:
 
     .. math::
         \|\mu_1 - \mu_2\|^2 + \mathrm{tr}(\Sigma_1 + \Sigma_2 - 2 (\Sigma_1 \Sigma_2)^{1/2}).
@@ -75,8 +76,10 @@ def frechet_distance(
     The FID when the moments are those of Inception pool3 features (Heusel et al. 2017, eq. 6).
 
     Args:
-      mu1, mu2: means ``[d]``.
-      sigma1, sigma2: covariances ``[d, d]`` (symmetric positive semi-definite).
+      mu1: mean ``[d]`` of the first Gaussian.
+      sigma1: covariance ``[d, d]`` of the first (symmetric positive semi-definite).
+      mu2: mean ``[d]`` of the second.
+      sigma2: covariance ``[d, d]`` of the second.
 
     Returns:
       The distance, a float (float64 arithmetic; tiny negative round-off is clipped to 0).

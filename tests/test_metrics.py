@@ -138,7 +138,9 @@ def test_kid_is_unbiased():
     draws, n, d = 4000, 6, 3
     x = rng.normal(size=(draws, n, d)) * [1.0, 2.0, 0.5]
     y = rng.normal(size=(draws, n, d)) * [1.0, 2.0, 0.5]
-    estimates = np.array([metrics.kernel_inception_distance(a, b) for a, b in zip(x, y)])
+    estimates = np.array(
+        [metrics.kernel_inception_distance(a, b) for a, b in zip(x, y, strict=True)]
+    )
     standard_error = estimates.std(ddof=1) / np.sqrt(draws)
     assert abs(estimates.mean()) < 4 * standard_error
 
@@ -146,7 +148,7 @@ def test_kid_is_unbiased():
         k = lambda u, v: (u @ v.T / d + 1) ** 3  # noqa: E731
         return k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
 
-    biased_estimates = np.array([biased(a, b) for a, b in zip(x, y)])
+    biased_estimates = np.array([biased(a, b) for a, b in zip(x, y, strict=True)])
     assert biased_estimates.mean() > 4 * biased_estimates.std(ddof=1) / np.sqrt(draws)
 
 
