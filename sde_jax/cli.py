@@ -24,6 +24,7 @@ flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval
 flags.DEFINE_string("split", None, "fid-stats: data split (default: data.train_split).")
 flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
 flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")
+flags.DEFINE_bool("verify", True, "convert-inception: compare with the graph run in TensorFlow.")
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -122,10 +123,12 @@ def _convert_inception(argv: Sequence[str]) -> None:
     """Converts the 2015 Inception graph (classify_image_graph_def.pb) to our .npz weights."""
     del argv
     _require("source", "output")
-    from sde_jax import inception
+    from sde_jax import inception_graph
 
-    inception.convert(FLAGS.source, FLAGS.output)
+    diffs = inception_graph.convert(FLAGS.source, FLAGS.output, verify=FLAGS.verify)
     print(f"wrote {FLAGS.output}")
+    if diffs is not None:
+        print(f"max difference from the TensorFlow graph: {diffs}")
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {

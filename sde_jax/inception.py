@@ -22,7 +22,7 @@ Parameters are named by the graph's constant nodes: the flattened path of every 
 ``'softmax/weights'``) is the name of the node it comes from, so :func:`convert_graphdef` only
 copies constants. Weights files are ``.npz`` files with these keys, read with
 ``allow_pickle=False``: ``sde-jax convert-inception --source=classify_image_graph_def.pb
---output=inception.npz`` writes one.
+--output=inception.npz`` writes one (:mod:`sde_jax.inception_graph`).
 """
 
 import functools
@@ -34,7 +34,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jaxtyping import Array, Float
 
 INCEPTION_URL = "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
@@ -45,7 +44,7 @@ NUM_FEATURES = 2048
 NUM_CLASSES = 1008
 BATCHNORM_EPSILON = 1e-3
 
-_HOW_TO_GET = (
+HOW_TO_GET_WEIGHTS = (
     f"Download {INCEPTION_URL} on a machine with network access, extract "
     "classify_image_graph_def.pb, and convert it with `sde-jax convert-inception "
     "--source=classify_image_graph_def.pb --output=inception.npz`; then pass "
@@ -425,7 +424,8 @@ def unflatten_params(flat: Mapping[str, Any]) -> Params:
     return params
 
 
-def _check_complete(flat: Mapping[str, np.ndarray], where: str) -> None:
+def check_flat_params(flat: Mapping[str, np.ndarray], where: str) -> None:
+    """Raises ValueError (naming ``where``) unless ``flat`` has exactly the network's arrays."""
     expected = param_shapes()
     missing = sorted(set(expected) - set(flat))
     extra = sorted(set(flat) - set(expected))
@@ -445,7 +445,7 @@ def _check_complete(flat: Mapping[str, np.ndarray], where: str) -> None:
 def save_params(path: str | os.PathLike, params: Params) -> None:
     """Writes parameters as an ``.npz`` of float32 arrays keyed by flattened path."""
     flat = {name: np.asarray(leaf, np.float32) for name, leaf in flatten_params(params).items()}
-    _check_complete(flat, "params")
+    check_flat_params(flat, "params")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
         np.savez(f, **flat)
@@ -461,105 +461,10 @@ def load_params(path: str | os.PathLike | None) -> Params:
     """
     if path is None or not os.path.exists(path):
         what = "no Inception weights file given" if path is None else f"{path!r} does not exist"
-        raise FileNotFoundError(f"FID/IS/KID need the Inception weights: {what}. {_HOW_TO_GET}")
+        raise FileNotFoundError(
+            f"FID/IS/KID need the Inception weights: {what}. {HOW_TO_GET_WEIGHTS}"
+        )
     with np.load(path, allow_pickle=False) as f:
         flat = {name: f[name] for name in f.files}
-    _check_complete(flat, repr(str(path)))
+    check_flat_params(flat, repr(str(path)))
     return jax.tree.map(jnp.asarray, unflatten_params(flat))
-
-
-def _graph_attr(node, key: str):
-    return node.attr.get(key, None)
-
-
-def convert_graphdef(source: str | os.PathLike) -> Params:
-    """Reads the parameters of ``classify_image_graph_def.pb`` (a TensorFlow GraphDef).
-
-    Parses the protobuf with TensorFlow (no code is executed: only the ``Const`` nodes are read,
-    with ``tf.make_ndarray``) and takes the constant named by each parameter path. Where the
-    graph holds the ops that use them, it also checks that they compute what
-    :class:`InceptionV3` computes: each ``NAME/batchnorm`` op's epsilon is 1e-3 (and where its
-    ``scale_after_normalization`` is false, the graph ignores ``gamma``, so gamma is set to 1),
-    and each ``NAME/Conv2D`` op's strides and padding are those of the module.
-
-    Raises:
-      FileNotFoundError: if ``source`` does not exist.
-      ValueError: if a constant is missing or has another shape, or an op disagrees.
-    """
-    import tensorflow as tf
-
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"no GraphDef at {str(source)!r}. {_HOW_TO_GET}")
-    graph = tf.compat.v1.GraphDef()
-    with open(source, "rb") as f:
-        graph.ParseFromString(f.read())
-    nodes = {node.name: node for node in graph.node}
-    expected = param_shapes()
-    flat = {}
-    for name in expected:
-        node = nodes.get(name)
-        if node is None or node.op != "Const":
-            raise ValueError(f"{str(source)!r} has no Const node {name!r}; is it the 2015 graph?")
-        flat[name] = np.asarray(tf.make_ndarray(node.attr["value"].tensor), np.float32)
-    _check_complete(flat, repr(str(source)))
-    for name in expected:
-        if name.endswith("/batchnorm/gamma"):
-            _check_batchnorm(nodes.get(name.rsplit("/", 1)[0]), flat, name)
-    _check_convolutions(nodes)
-    return unflatten_params(flat)
-
-
-def _check_batchnorm(node, flat: dict, gamma_name: str) -> None:
-    if node is None:
-        return
-    epsilon = _graph_attr(node, "variance_epsilon")
-    if epsilon is not None and not np.isclose(epsilon.f, BATCHNORM_EPSILON):
-        raise ValueError(f"{node.name!r} has epsilon {epsilon.f}, expected {BATCHNORM_EPSILON}.")
-    scale = _graph_attr(node, "scale_after_normalization")
-    if scale is not None and not scale.b:
-        flat[gamma_name] = np.ones_like(flat[gamma_name])
-
-
-def _conv_layouts() -> dict[str, tuple[int, str]]:
-    """Convolution scope -> (stride, padding) in :class:`InceptionV3`, read off the module."""
-    return dict(_conv_layouts_cached())
-
-
-@functools.cache
-def _conv_layouts_cached() -> tuple[tuple[str, tuple[int, str]], ...]:
-    layouts = {}
-
-    def record(next_fun, args, kwargs, context):
-        module = context.module
-        if isinstance(module, ConvBN) and context.method_name == "__call__":
-            layouts["/".join(module.scope.path)] = (module.stride, module.padding)
-        return next_fun(*args, **kwargs)
-
-    dummy = jax.ShapeDtypeStruct((1, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32)
-    with nn.intercept_methods(record):
-        jax.eval_shape(InceptionV3().init, jax.random.key(0), dummy)
-    return tuple(layouts.items())
-
-
-def _check_convolutions(nodes: Mapping[str, Any]) -> None:
-    for scope, (stride, padding) in _conv_layouts().items():
-        node = nodes.get(f"{scope}/Conv2D")
-        if node is None:
-            continue
-        strides = list(node.attr["strides"].list.i)
-        graph_padding = node.attr["padding"].s.decode()
-        if strides != [1, stride, stride, 1] or graph_padding != padding:
-            raise ValueError(
-                f"{node.name!r} has strides {strides} and padding {graph_padding!r}; InceptionV3 "
-                f"uses stride {stride} and {padding!r}."
-            )
-
-
-def convert(source: str | os.PathLike, output: str | os.PathLike) -> None:
-    """``sde-jax convert-inception``: :func:`convert_graphdef` of ``source`` saved to ``output``."""
-    params = convert_graphdef(source)
-    save_params(output, params)
-    count = sum(int(np.prod(shape)) for shape in param_shapes().values())
-    logging.info(
-        "Wrote %d Inception arrays (%d numbers) to %s.", len(param_shapes()), count, output
-    )

@@ -1,13 +1,18 @@
 """The Flax Inception of FID/IS: the reference network's parameter shapes, TensorFlow semantics
 of its layers and preprocessing, the GraphDef converter and the weights file format."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sde_jax import inception
+from sde_jax import inception, inception_graph
 
 # The parameters of the 2015-12-05 graph, by node name, written from the published facts:
 # torchvision's Inception3 layer shapes (which pytorch-fid loads the converted graph into) and
@@ -117,7 +122,7 @@ def test_parameter_shapes_are_those_of_the_2015_graph():
 
 
 def test_convolution_strides_and_padding():
-    layouts = inception._conv_layouts()
+    layouts = inception_graph.conv_layouts()
     assert set(layouts) == set(CONVS)
     for scope, (stride, padding) in layouts.items():
         expected = (VALID[scope], "VALID") if scope in VALID else (1, "SAME")
@@ -131,24 +136,6 @@ def test_full_network_shapes_at_299():
     images = jax.ShapeDtypeStruct((3, 299, 299, 3), jnp.uint8)
     pool3, logits = jax.eval_shape(lambda p, x: inception.make_feature_fn(p)(x), params, images)
     assert pool3.shape == (3, 2048) and logits.shape == (3, 1008)
-
-
-@pytest.fixture(scope="module")
-def params():
-    return inception.random_params(jax.random.key(0))
-
-
-def test_forward_with_random_weights(params):
-    """A real forward pass: small gray images, resized to 299 inside; jittable."""
-    fn = jax.jit(inception.make_feature_fn(params))
-    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 1), dtype=np.uint8)
-    pool3, logits = fn(images)
-    assert pool3.shape == (2, 2048) and logits.shape == (2, 1008)
-    assert np.all(np.isfinite(pool3)) and np.all(np.isfinite(logits))
-    assert np.all(pool3 >= 0)  # the mean of ReLU outputs
-    assert not np.allclose(pool3[0], pool3[1])
-    # The logits are pool3 @ softmax/weights (no bias, as the Inception Score is defined).
-    np.testing.assert_allclose(logits, pool3 @ params["softmax"]["weights"], rtol=1e-4, atol=1e-4)
 
 
 def test_preprocess_matches_the_graph_ops():
@@ -220,10 +207,20 @@ def graph_values():
     return {name: rng.normal(size=shape).astype(np.float32) for name, shape in EXPECTED.items()}
 
 
-def test_converter_round_trip(tmp_path, graph_values):
+def test_convert_inception_command_round_trip(tmp_path, graph_values):
+    """GraphDef constants -> `sde-jax convert-inception` -> .npz -> load_params: identical."""
     source = _synthetic_graph(tmp_path / "classify_image_graph_def.pb", graph_values)
-    output = tmp_path / "weights" / "inception.npz"
-    inception.convert(source, output)
+    output = tmp_path / "inception.npz"
+    code = "from sde_jax.cli import run; import sys; run(sys.argv)"
+    args = ["convert-inception", f"--source={source}", f"--output={output}", "--noverify"]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     loaded = inception.flatten_params(inception.load_params(output))
     assert set(loaded) == set(graph_values)
     for name, value in graph_values.items():
@@ -233,14 +230,14 @@ def test_converter_round_trip(tmp_path, graph_values):
 def test_converter_reads_the_graphs_batchnorm_and_convolution_attributes(tmp_path, graph_values):
     # Where the graph's batch norm ignores gamma (scale_after_normalization false), so do we.
     source = _synthetic_graph(tmp_path / "g.pb", graph_values, scale_after_normalization=False)
-    flat = inception.flatten_params(inception.convert_graphdef(source))
+    flat = inception.flatten_params(inception_graph.convert_graphdef(source))
     np.testing.assert_array_equal(flat["conv/batchnorm/gamma"], np.ones(32, np.float32))
     np.testing.assert_array_equal(
         flat["mixed_1/conv/batchnorm/gamma"], graph_values["mixed_1/conv/batchnorm/gamma"]
     )
     source = _synthetic_graph(tmp_path / "bad.pb", graph_values, conv_padding="SAME")
     with pytest.raises(ValueError, match=r"conv/Conv2D.*padding"):
-        inception.convert_graphdef(source)
+        inception_graph.convert_graphdef(source)
 
 
 def test_converter_errors(tmp_path, graph_values):
@@ -248,13 +245,13 @@ def test_converter_errors(tmp_path, graph_values):
     del values["mixed_7/tower_1/conv_4/conv2d_params"]
     source = _synthetic_graph(tmp_path / "missing.pb", values)
     with pytest.raises(ValueError, match="mixed_7/tower_1/conv_4/conv2d_params"):
-        inception.convert_graphdef(source)
+        inception_graph.convert_graphdef(source)
     values["mixed_7/tower_1/conv_4/conv2d_params"] = np.zeros((7, 1, 192, 192), np.float32)
     source = _synthetic_graph(tmp_path / "transposed.pb", values)
     with pytest.raises(ValueError, match=r"\(1, 7, 192, 192\)"):
-        inception.convert_graphdef(source)
+        inception_graph.convert_graphdef(source)
     with pytest.raises(FileNotFoundError, match=r"inception-2015-12-05\.tgz"):
-        inception.convert_graphdef(tmp_path / "nothing.pb")
+        inception_graph.convert_graphdef(tmp_path / "nothing.pb")
 
 
 def test_load_params_errors(tmp_path, graph_values):
@@ -273,7 +270,106 @@ def test_load_params_errors(tmp_path, graph_values):
         inception.load_params(tmp_path / "pickled.npz")
 
 
-def test_feature_fn_rejects_bad_images(params):
-    fn = inception.make_feature_fn(params)
+def test_feature_fn_rejects_bad_images():
+    fn = inception.make_feature_fn({})  # images are checked before parameters are used
     with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
         fn(np.zeros((2, 16, 16, 2), np.uint8))
+
+
+def _tf_reference_graph(values):
+    """The reference network built from TensorFlow ops, with the 2015 graph's node names: its
+    input ``ExpandDims``, ``ResizeBilinear``, ``Sub``/``Mul``, the parameter constants, the
+    ``Conv2D`` ops, ``pool_3`` and ``softmax/logits/MatMul``."""
+    tf1 = tf.compat.v1
+
+    def conv(scope, x):
+        w = tf.constant(values[f"{scope}/conv2d_params"], name=f"{scope}/conv2d_params")
+        stride = VALID.get(scope, 1)
+        padding = "VALID" if scope in VALID else "SAME"
+        y = tf.nn.conv2d(x, w, [1, stride, stride, 1], padding, name=f"{scope}/Conv2D")
+        bn = {
+            k: tf.constant(values[f"{scope}/batchnorm/{k}"], name=f"{scope}/batchnorm/{k}")
+            for k in ("beta", "gamma", "moving_mean", "moving_variance")
+        }
+        y = (y - bn["moving_mean"]) * tf.math.rsqrt(bn["moving_variance"] + 1e-3)
+        return tf.nn.relu(y * bn["gamma"] + bn["beta"])
+
+    def tower(scope, x, n):
+        for i in range(n):
+            x = conv(f"{scope}/conv" if i == 0 else f"{scope}/conv_{i}", x)
+        return x
+
+    def split(scope, x):
+        return tf.concat([conv(f"{scope}/mixed/conv", x), conv(f"{scope}/mixed/conv_1", x)], -1)
+
+    def avg(x):
+        return tf.nn.avg_pool2d(x, 3, 1, "SAME")
+
+    def max_valid(x):
+        return tf.nn.max_pool2d(x, 3, 2, "VALID")
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, [1, None, None, 3], name="ExpandDims")
+        x = tf1.image.resize_bilinear(x, [299, 299], name="ResizeBilinear")
+        x = tf.multiply(tf.subtract(x, 128.0, name="Sub"), 1 / 128, name="Mul")
+        for scope in ("conv", "conv_1", "conv_2"):
+            x = conv(scope, x)
+        x = max_valid(x)
+        x = max_valid(conv("conv_4", conv("conv_3", x)))
+        for name in ("mixed", "mixed_1", "mixed_2"):
+            branches = [conv(f"{name}/conv", x), tower(f"{name}/tower", x, 2)]
+            branches += [tower(f"{name}/tower_1", x, 3), conv(f"{name}/tower_2/conv", avg(x))]
+            x = tf.concat(branches, -1)
+        x = tf.concat([conv("mixed_3/conv", x), tower("mixed_3/tower", x, 3), max_valid(x)], -1)
+        for name in ("mixed_4", "mixed_5", "mixed_6", "mixed_7"):
+            branches = [conv(f"{name}/conv", x), tower(f"{name}/tower", x, 3)]
+            branches += [tower(f"{name}/tower_1", x, 5), conv(f"{name}/tower_2/conv", avg(x))]
+            x = tf.concat(branches, -1)
+        branches = [tower("mixed_8/tower", x, 2), tower("mixed_8/tower_1", x, 4), max_valid(x)]
+        x = tf.concat(branches, -1)
+        for name in ("mixed_9", "mixed_10"):
+            pooled = avg(x) if name == "mixed_9" else tf.nn.max_pool2d(x, 3, 1, "SAME")
+            branches = [conv(f"{name}/conv", x)]
+            branches.append(split(f"{name}/tower", tower(f"{name}/tower", x, 1)))
+            branches.append(split(f"{name}/tower_1", tower(f"{name}/tower_1", x, 2)))
+            branches.append(conv(f"{name}/tower_2/conv", pooled))
+            x = tf.concat(branches, -1)
+        pool3 = tf.nn.avg_pool2d(x, 8, 1, "VALID", name="pool_3")
+        weights = tf.constant(values["softmax/weights"], name="softmax/weights")
+        biases = tf.constant(values["softmax/biases"], name="softmax/biases")
+        logits = tf.matmul(tf.reshape(pool3, [-1, 2048]), weights, name="softmax/logits/MatMul")
+        tf.nn.softmax(logits + biases, name="softmax")
+    return graph.as_graph_def()
+
+
+@pytest.fixture(scope="module")
+def network_values():
+    """Random but well-scaled weights (He-normal kernels, batch norm near the identity)."""
+    rng = np.random.default_rng(4)
+    values = {}
+    for name, shape in EXPECTED.items():
+        leaf = name.rsplit("/", 1)[-1]
+        if leaf in ("conv2d_params", "weights"):
+            values[name] = rng.normal(size=shape) * np.sqrt(2 / np.prod(shape[:-1]))
+        elif leaf in ("gamma", "moving_variance"):
+            values[name] = rng.uniform(0.8, 1.2, size=shape)
+        else:
+            values[name] = rng.normal(size=shape) * 0.1
+    return {name: value.astype(np.float32) for name, value in values.items()}
+
+
+def test_converted_network_equals_the_tensorflow_graph(tmp_path, network_values):
+    """convert-inception's check: the graph run by TensorFlow (its resize, SAME pools that
+    exclude padding, max pool in mixed_10 ...) and the converted Flax network agree."""
+    source = tmp_path / "classify_image_graph_def.pb"
+    source.write_bytes(_tf_reference_graph(network_values).SerializeToString())
+    output = tmp_path / "inception.npz"
+    diffs = inception_graph.convert(source, output, verify=True)
+    assert diffs["pool3_max_abs"] > 0.1 and diffs["logits_max_abs"] > 0.1  # not trivial
+    assert diffs["pool3_max_abs_diff"] < 1e-4 * diffs["pool3_max_abs"], diffs
+    assert diffs["logits_max_abs_diff"] < 1e-4 * diffs["logits_max_abs"], diffs
+    loaded = inception.flatten_params(inception.load_params(output))
+    np.testing.assert_array_equal(
+        loaded["mixed_10/conv/conv2d_params"], network_values["mixed_10/conv/conv2d_params"]
+    )
