@@ -19,10 +19,10 @@ mapped to ``(x - 128) / 128``. Gray images are repeated to 3 channels.
 
 Parameters are named by the graph's constant nodes: the flattened path of every parameter
 (``'mixed_9/tower/mixed/conv_1/conv2d_params'``, ``'conv/batchnorm/moving_variance'``,
-``'softmax/weights'``) is the name of the node it comes from, so :func:`convert_graphdef` only
-copies constants. Weights files are ``.npz`` files with these keys, read with
-``allow_pickle=False``: ``sde-jax convert-inception --source=classify_image_graph_def.pb
---output=inception.npz`` writes one (:mod:`sde_jax.inception_graph`).
+``'softmax/weights'``) is the name of the node it comes from, so converting the graph
+(:mod:`sde_jax.inception_graph`) only copies constants. Weights files are ``.npz`` files with
+these keys, read with ``allow_pickle=False``; ``sde-jax convert-inception
+--source=classify_image_graph_def.pb --output=inception.npz`` writes one.
 """
 
 import functools
@@ -43,6 +43,9 @@ IMAGE_SIZE = 299
 NUM_FEATURES = 2048
 NUM_CLASSES = 1008
 BATCHNORM_EPSILON = 1e-3
+PRECISION = jax.lax.Precision.HIGHEST
+"""Full float32 convolutions and matmuls, as the reference graph: GPUs and TPUs would otherwise
+use TF32 / bfloat16 passes, which move FID by more than its usual reporting precision."""
 
 HOW_TO_GET_WEIGHTS = (
     f"Download {INCEPTION_URL} on a machine with network access, extract "
@@ -96,6 +99,7 @@ class ConvBN(nn.Module):
             (self.stride, self.stride),
             self.padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=PRECISION,
         )
         return nn.relu(BatchNorm(name="batchnorm")(y))
 
@@ -291,7 +295,7 @@ class Softmax(nn.Module):
         shape = (NUM_FEATURES, NUM_CLASSES)
         weights = self.param("weights", nn.initializers.lecun_normal(), shape)
         biases = self.param("biases", nn.initializers.zeros, (NUM_CLASSES,))
-        logits = pool3 @ weights.astype(pool3.dtype)
+        logits = jnp.matmul(pool3, weights.astype(pool3.dtype), precision=PRECISION)
         return logits + biases if self.use_bias else logits
 
 
@@ -314,7 +318,7 @@ def resize_bilinear_tf1(images: Float[Array, "b h w c"], size: int) -> Float[Arr
         return weights.astype(np.float32)
 
     rows, cols = matrix(images.shape[1]), matrix(images.shape[2])
-    return jnp.einsum("oh,bhwc,pw->bopc", rows, images, cols, precision="highest")
+    return jnp.einsum("oh,bhwc,pw->bopc", rows, images, cols, precision=PRECISION)
 
 
 def preprocess(images: Float[Array, "b h w c"]) -> Float[Array, "b 299 299 3"]:
