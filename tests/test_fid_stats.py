@@ -65,15 +65,15 @@ def test_fid_stats_command_writes_loadable_stats(tmp_path):
     result = run_cli(
         "fid-stats",
         "--config=configs/quickstart.py",
-        "--config.eval.batch_size=4",
+        "--config.eval.batch_size=3",
         f"--inception={weights}",
         f"--output={output}",
         "--split=test",
-        "--max_examples=5",
+        "--max_examples=3",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     stats = metrics.load_reference_stats(output)
-    assert stats.num_examples == 5
+    assert stats.num_examples == 3
     assert stats.mu.shape == (2048,) and stats.sigma.shape == (2048, 2048)
-    assert stats.kid_features.shape == (5, 2048)
+    assert stats.kid_features.shape == (3, 2048)
     assert np.all(np.isfinite(stats.sigma)) and np.all(stats.mu >= 0)
