@@ -14,6 +14,9 @@ The public surface, in one place:
 - ``losses``: denoising score matching (continuous, SMLD, DDPM).
 - ``models``: NCSN++ / DDPM++, DDPM, NCSNv2 in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
+- ``metrics`` (FID, Inception Score, KID, reference statistics), ``inception`` (the 2015
+  Inception graph of FID/IS in Flax, its weights converter) and ``fid_stats`` (reference
+  statistics of a data split), imported on demand.
 - ``training``, ``evaluation``, ``data`` (TensorFlow-based input pipelines, imported on
   demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).
 """
