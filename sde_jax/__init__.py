@@ -10,6 +10,8 @@ The public surface, in one place:
 - ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
   combinators; time grids; the on-device sampling drivers and ``sampling.get_sampler``.
 - ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
+- ``controllable``: inpainting, colorization, class-conditional sampling (classifier and
+  classifier-free guidance) and probability-flow latents, beside ``sampling.get_sampler``.
 - ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
 - ``losses``: denoising score matching (continuous, SMLD, DDPM).
 - ``models``: NCSN++ / DDPM++, DDPM, NCSNv2 in Flax; ``compat.score_sde`` loads the original
@@ -25,7 +27,15 @@ from sde_jax import platform as _platform
 
 _platform.apply_xla_cpu_workarounds()
 
-from sde_jax import grids, likelihood, losses, ode, sampling, steppers  # noqa: E402
+from sde_jax import (  # noqa: E402
+    controllable,
+    grids,
+    likelihood,
+    losses,
+    ode,
+    sampling,
+    steppers,
+)
 from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
 from sde_jax.losses import get_loss_fn  # noqa: E402
 from sde_jax.sampling import SampleOutput, get_sampler  # noqa: E402
@@ -50,6 +60,7 @@ __all__ = [
     "SubVPSDE",
     "__version__",
     "bits_per_dim",
+    "controllable",
     "get_loss_fn",
     "get_sampler",
     "grids",

@@ -21,10 +21,26 @@ flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
 flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
 flags.DEFINE_integer("step", None, "sample: checkpoint step to use (default: the newest).")
 flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval.inception_path).")
-flags.DEFINE_string("split", None, "fid-stats: data split (default: data.train_split).")
+flags.DEFINE_string(
+    "split",
+    None,
+    "fid-stats: data split (default: data.train_split); inpaint, colorize,"
+    " interpolate: (default: data.eval_split).",
+)
 flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
 flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")
 flags.DEFINE_bool("verify", True, "convert-inception: compare with the graph run in TensorFlow.")
+flags.DEFINE_integer("num_images", 16, "inpaint/colorize: images to condition on.")
+flags.DEFINE_enum("mask", "half", ["half", "center", "random"], "inpaint: the region to fill.")
+flags.DEFINE_enum(
+    "conditioning",
+    "replacement",
+    ["replacement", "reconstruction"],
+    "inpaint: the paper's replacement, or replacement plus reconstruction guidance.",
+)
+flags.DEFINE_string("image_dir", None, "inpaint/colorize/interpolate: read a folder instead.")
+flags.DEFINE_integer("num_pairs", 4, "interpolate: pairs of images to interpolate between.")
+flags.DEFINE_integer("num_points", 8, "interpolate: points along each path, ends included.")
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -131,9 +147,73 @@ def _convert_inception(argv: Sequence[str]) -> None:
         print(f"max difference from the TensorFlow graph: {diffs}")
 
 
+def _controllable_output(name: str) -> str:
+    return FLAGS.output or os.path.join(FLAGS.workdir, "controllable", f"{name}.npz")
+
+
+def _inpaint(argv: Sequence[str]) -> None:
+    """Inpaints images of a split or --image_dir under --mask: .npz and PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.inpaint_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output(f"inpaint_{FLAGS.mask}"),
+        num_images=FLAGS.num_images,
+        mask=FLAGS.mask,
+        method=FLAGS.conditioning,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
+def _colorize(argv: Sequence[str]) -> None:
+    """Colorizes gray versions of images of a split or --image_dir: .npz and PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.colorize_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output("colorize"),
+        num_images=FLAGS.num_images,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
+def _interpolate(argv: Sequence[str]) -> None:
+    """Interpolates between pairs of images in the probability-flow latent space: PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.interpolate_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output("interpolate"),
+        num_pairs=FLAGS.num_pairs,
+        num_points=FLAGS.num_points,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "train": _train,
     "sample": _sample,
+    "inpaint": _inpaint,
+    "colorize": _colorize,
+    "interpolate": _interpolate,
     "info": _info,
     "fid-stats": _fid_stats,
     "convert-inception": _convert_inception,

@@ -151,7 +151,7 @@ def inpainted_fraction(method, n=1000):
 def test_reconstruction_guidance_raises_the_fraction_in_the_right_component():
     replaced, replaced_spread = inpainted_fraction("replacement")
     guided, guided_spread = inpainted_fraction("reconstruction")
-    # Measured: 0.54 and 1.00 (see sde_jax.controllable.inpainting). Two-proportion z-test.
+    # Measured: 0.532 and 1.000 (see sde_jax.controllable.inpainting). Two-proportion z-test.
     pooled = (replaced + guided) / 2
     z = (guided - replaced) / np.sqrt(2 * pooled * (1 - pooled) / 1000)
     assert replaced < 0.8 and guided > 0.95 and z > 5, (replaced, guided, z)
@@ -236,7 +236,8 @@ def test_classifier_free_score_combines_conditional_and_null_scores():
     n = 300
     sampler = sde_jax.get_sampler(sde, {"method": "dpm_solver++", "num_steps": 30}, (n, 2))
     labels = jnp.arange(n) % 3
-    out = sampler(jax.random.key(0), controllable.classifier_free_score(conditional, labels, 0, 3))
+    guided = controllable.classifier_free_score(conditional, labels, 0.0, null_label=3)
+    out = jax.jit(lambda key: sampler(key, guided))(jax.random.key(0))
     assert np.mean(mix.assign(out.x) == np.asarray(labels)) > 0.95
 
 
@@ -253,7 +254,7 @@ def test_color_basis_is_orthogonal_and_gray_maps_to_the_first_channel():
 
 def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
     """Pixels of 2x2 RGB images from a correlated Gaussian: the colour given the gray level."""
-    shape, sde = (500, 2, 2, 3), sde_jax.VPSDE()
+    shape, sde = (300, 2, 2, 3), sde_jax.VPSDE()
     g = Gaussian.random(12, seed=2)
     flat_score = g.score_fn(sde)
 
@@ -262,12 +263,10 @@ def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
 
     images = np.asarray(g.sample(jax.random.key(0), shape[0]), np.float32).reshape(shape)
     gray = images.mean(-1, keepdims=True)
-    colorizer = controllable.get_colorizer(sde, PC, shape)
-    out = jax.jit(lambda key, gray: colorizer(key, score_fn, gray))(jax.random.key(1), gray)
+    colorizer = controllable.get_colorizer(sde, {**PC, "num_steps": 100}, shape)
+    out = colorizer(jax.random.key(1), score_fn, gray)
     np.testing.assert_allclose(np.asarray(out.x).mean(-1, keepdims=True), gray, atol=1e-5)
-    same = jax.jit(lambda key, gray: colorizer(key, score_fn, gray))(
-        jax.random.key(1), np.repeat(gray, 3, axis=-1)
-    )
+    same = colorizer(jax.random.key(1), score_fn, np.repeat(gray, 3, axis=-1))
     np.testing.assert_allclose(same.x, out.x, atol=1e-5)
     # The colour follows the data: its correlation with the true colour is clearly positive.
     colour = controllable.decouple(jnp.asarray(images))[..., 1:].ravel()
@@ -311,7 +310,8 @@ def test_inpainting_sharded_over_devices_equals_one_device():
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
 
 
-def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it():
+@pytest.mark.parametrize("sde", [sde_jax.VPSDE(), sde_jax.VESDE(sigma_max=20.0)])
+def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it(sde):
     """Gaussian data N(mu, U diag(lam) U^T) diffuse to N(m mu, U diag(v) U^T), v = m^2 lam + s^2.
     The flow's velocity is linear, and in the eigenbasis each centred coordinate c obeys
     dc/dt = (f + g^2 / (2 v)) c, while d sqrt(v)/dt = (f + g^2 / (2 v)) sqrt(v) (as
@@ -319,19 +319,18 @@ def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it():
     z = m_T mu + U diag(sqrt(v_T / v_eps)) U^T (x - m_eps mu), a whitening map when v_T = 1."""
     jax.config.update("jax_enable_x64", True)
     try:
-        for sde in (sde_jax.VPSDE(), sde_jax.VESDE(sigma_max=20.0)):
-            g = Gaussian.random(6, seed=4)
-            codec = controllable.get_latent_codec(sde, {"rtol": 1e-8, "atol": 1e-8})
-            x = jnp.asarray(g.sample(jax.random.key(0), 32), jnp.float64)
-            encoded = jax.jit(lambda x: codec.encode(g.score_fn(sde), x))(x)
-            assert encoded.success
-            expected = g.flow_map(sde, x, codec.eps, sde.T)
-            np.testing.assert_allclose(encoded.z, expected, rtol=1e-5, atol=1e-5)
-            decoded = jax.jit(lambda z: codec.decode(g.score_fn(sde), z))(encoded.z)
-            np.testing.assert_allclose(decoded.x, x, rtol=1e-5, atol=1e-5)
-            if isinstance(sde, sde_jax.VPSDE):  # whitening: the latents are N(0, I) up to v_T
-                z = np.asarray(g.flow_map(sde, g.sample(jax.random.key(1), 4000), 1e-3, 1.0))
-                np.testing.assert_allclose(np.cov(z.T), np.eye(6), atol=0.1)
+        g = Gaussian.random(6, seed=4)
+        codec = controllable.get_latent_codec(sde, {"rtol": 1e-8, "atol": 1e-8})
+        x = jnp.asarray(g.sample(jax.random.key(0), 32), jnp.float64)
+        encoded = codec.encode(g.score_fn(sde), x)
+        assert encoded.success
+        expected = g.flow_map(sde, x, codec.eps, sde.T)
+        np.testing.assert_allclose(encoded.z, expected, rtol=1e-5, atol=1e-5)
+        decoded = codec.decode(g.score_fn(sde), encoded.z)
+        np.testing.assert_allclose(decoded.x, x, rtol=1e-5, atol=1e-5)
+        if isinstance(sde, sde_jax.VPSDE):  # whitening: latents of p_eps are N(0, v_T I)
+            z = codec.encode(g.score_fn(sde), g.sample(jax.random.key(1), 2000)).z
+            np.testing.assert_allclose(np.cov(np.asarray(z).T), np.eye(6), atol=0.12)
     finally:
         jax.config.update("jax_enable_x64", False)
 
@@ -372,8 +371,9 @@ def test_temperature_sampling_and_interpolation_of_gaussian_data():
     g, sde = Gaussian.random(4, seed=5), sde_jax.VPSDE()
     codec = controllable.get_latent_codec(sde, {})
     key = jax.random.key(3)
+    sample = jax.jit(lambda temperature: codec.sample(key, g.score_fn(sde), (8, 4), temperature))
     for temperature in (1.0, 0.5):
-        out = codec.sample(key, g.score_fn(sde), (8, 4), temperature)
+        out = sample(temperature)
         z = temperature * sde.prior_sampling(key, (8, 4))
         np.testing.assert_allclose(out.x, g.flow_map(sde, z, sde.T, codec.eps), atol=1e-3)
     x0, x1 = g.sample(jax.random.key(0), 3), g.sample(jax.random.key(1), 3)

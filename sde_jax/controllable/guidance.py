@@ -112,8 +112,10 @@ def _check_labels(labels: Any, batch: int) -> None:
 def get_conditional_sampler(
     sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32
 ):
-    """A class-conditional sampler with classifier guidance (the original's
-    get_pc_conditional_sampler), any method of ``sampling.get_sampler``.
+    """A class-conditional sampler with classifier guidance, for any sampling method.
+
+    The original's ``get_pc_conditional_sampler``; the sampler is ``sampling.get_sampler``'s
+    run on :func:`classifier_guided_score`.
 
     Args:
       sde: the forward SDE.

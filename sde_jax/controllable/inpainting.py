@@ -10,16 +10,24 @@ Replacement never lets the known part steer the unknown part except through the 
 replaced state. Reconstruction guidance (Ho et al., 2022, "Video diffusion models", eq. 7) adds
 the gradient of the known part's likelihood under the Tweedie denoised estimate
 :math:`\hat x_0(x_t) = (x_t + s^2 \nabla \log p_t(x_t))/m`, approximated as Gaussian with
-variance :math:`s(t)^2/m(t)^2`:
+variance :math:`r_t^2 = s(t)^2 / (m(t)^2 + s(t)^2)`:
 
-.. math:: \tilde s(x_t, t) = s_\theta(x_t, t) - \frac{w\, m(t)^2}{2\, s(t)^2}
+.. math:: \tilde s(x_t, t) = s_\theta(x_t, t) - \frac{w}{2 r_t^2}
           \nabla_{x_t} \big\| M \odot (y - \hat x_0(x_t)) \big\|^2,
 
-applied to the unknown coordinates only (the known ones are replaced anyway). Measured on an
-8-dimensional mixture of two well-separated Gaussians whose first half decides the component
-(``tests/test_controllable.py``; VP SDE, PC with reverse diffusion, 200 steps, 1000 draws), the
-unknown half lands in the component of the known half in 0.71 of replacement inpaintings
-and 1.00 with reconstruction guidance (w = 1).
+applied to the unknown coordinates only (the known ones are replaced anyway). :math:`r_t^2`
+is the variance of :math:`x_0` given :math:`x_t` for Gaussian data of unit variance (the
+choice of Song et al., 2023, "Pseudoinverse-guided diffusion models"); Ho et al.'s
+:math:`s^2/m^2` makes the guidance too weak at high noise, where the unknown part commits
+(in the experiment below with a Langevin corrector it raised the fraction only from 0.54
+to 0.58).
+
+Measured on an 8-dimensional mixture of two Gaussians (scale 0.2, centres +-(1,1,1,1,5,5,5,5))
+whose first half decides the component (``tests/test_controllable.py``; VP SDE, reverse
+diffusion, 200 steps, 1000 draws): the unknown half lands in the component of the known half
+in 0.532 of replacement inpaintings and 1.000 with reconstruction guidance (w = 1). On
+correlated Gaussian data it also brings the regression of the unknown on the known part from
+about 1/3 of the exact conditional's slope to about 2/3.
 """
 
 import dataclasses
@@ -93,7 +101,7 @@ class Replacement:
         )
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """The wrapped step(s), each followed by replacement."""
+        """Runs the wrapped stepper, replacing the known part after each update."""
         keys = jax.random.split(key, 4)
         inner = self.stepper
         if isinstance(inner, PredictorCorrector):
