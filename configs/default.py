@@ -113,6 +113,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.bpd_repeats = 5
     evaluate.enable_sampling = True
     evaluate.enable_loss = True
+    # Sample quality (FID, IS, KID): the converted Inception weights (.npz written by
+    # `sde-jax convert-inception`) and the data set's reference statistics (`sde-jax fid-stats`).
+    evaluate.inception_path = None
+    evaluate.reference_stats = None
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = None  # devices along the data-parallel axis; None: all that fsdp leaves

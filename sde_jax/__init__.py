@@ -18,6 +18,9 @@ The public surface, in one place:
   noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
 - ``classifier``: the classifier's loss on noisy data and ``classifier_log_prob_fn``.
+- ``metrics`` (FID, Inception Score, KID, reference statistics), ``inception`` (the 2015
+  Inception graph of FID/IS in Flax, its weights converter) and ``fid_stats`` (reference
+  statistics of a data split), imported on demand.
 - ``training`` (``training.task``: the score model or the classifier), ``evaluation``,
   ``class_samples`` (``sample --class``), ``data`` (TensorFlow-based input pipelines, imported on
   demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).

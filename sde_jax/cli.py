@@ -20,6 +20,16 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
 flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
 flags.DEFINE_integer("step", None, "sample: checkpoint step to use (default: the newest).")
+flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval.inception_path).")
+flags.DEFINE_string(
+    "split",
+    None,
+    "fid-stats: data split (default: data.train_split); inpaint, colorize,"
+    " interpolate: (default: data.eval_split).",
+)
+flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
+flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")
+flags.DEFINE_bool("verify", True, "convert-inception: compare with the graph run in TensorFlow.")
 flags.DEFINE_integer("num_images", 16, "inpaint/colorize: images to condition on.")
 flags.DEFINE_enum("mask", "half", ["half", "center", "random"], "inpaint: the region to fill.")
 flags.DEFINE_enum(
@@ -28,7 +38,6 @@ flags.DEFINE_enum(
     ["replacement", "reconstruction"],
     "inpaint: the paper's replacement, or replacement plus reconstruction guidance.",
 )
-flags.DEFINE_string("split", None, "inpaint/colorize/interpolate: split (default eval_split).")
 flags.DEFINE_string("image_dir", None, "inpaint/colorize/interpolate: read a folder instead.")
 flags.DEFINE_integer("num_pairs", 4, "interpolate: pairs of images to interpolate between.")
 flags.DEFINE_integer("num_points", 8, "interpolate: points along each path, ends included.")
@@ -148,6 +157,39 @@ def _sample_classes() -> None:
     )
 
 
+def _fid_stats(argv: Sequence[str]) -> None:
+    """Computes FID/KID reference statistics of a data split (Inception pool3 features)."""
+    del argv
+    _require("config")
+    _setup()
+    from sde_jax import fid_stats
+
+    config = FLAGS.config
+    output = FLAGS.output or config.eval.reference_stats
+    if output is None:
+        raise app.UsageError("missing --output (or set --config.eval.reference_stats)")
+    fid_stats.write_reference_stats(
+        config.data,
+        FLAGS.inception or config.eval.inception_path,
+        output,
+        config.eval.batch_size,
+        split=FLAGS.split,
+        max_examples=FLAGS.max_examples,
+    )
+
+
+def _convert_inception(argv: Sequence[str]) -> None:
+    """Converts the 2015 Inception graph (classify_image_graph_def.pb) to our .npz weights."""
+    del argv
+    _require("source", "output")
+    from sde_jax import inception_graph
+
+    diffs = inception_graph.convert(FLAGS.source, FLAGS.output, verify=FLAGS.verify)
+    print(f"wrote {FLAGS.output}")
+    if diffs is not None:
+        print(f"max difference from the TensorFlow graph: {diffs}")
+
+
 def _controllable_output(name: str) -> str:
     return FLAGS.output or os.path.join(FLAGS.workdir, "controllable", f"{name}.npz")
 
@@ -216,6 +258,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "colorize": _colorize,
     "interpolate": _interpolate,
     "info": _info,
+    "fid-stats": _fid_stats,
+    "convert-inception": _convert_inception,
 }
 
 
