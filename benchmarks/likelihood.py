@@ -7,13 +7,14 @@ Run from the repository root:
 It measures, and prints as Markdown:
 
 1. The cost of one evaluation of the augmented ODE (PF-ODE drift plus the jvp divergence with
-   one probe) divided by one network forward, side by side, on a small conv net (the
-   NCSN++ of sde_jax.models when it can be imported, otherwise a small conv net defined here).
-2. End-to-end time of `log_likelihood` (jitted, on device) against a host-side scipy RK45 solve
-   of the same ODE at the same tolerance, with one device round trip per evaluation: once with
-   the same jvp augmented function, once with a vjp divergence as the original implementation.
-3. Evaluations needed at equal accuracy when integrating in t versus in log sigma, checked
-   against the exact-trace closed form on Gaussian data with an image-like spectrum.
+   one probe) divided by one network forward, side by side, on two small NCSN++ networks.
+2. End-to-end time of `log_likelihood` (jitted, on device) against host-side scipy RK45 solves
+   of the same ODE at the same tolerance with device round trips per evaluation: as the
+   original score_sde did it (a drift call and a separate vjp-divergence call), with drift and
+   vjp divergence in one call, and with the same jvp augmented function sde_jax integrates.
+3. Evaluations needed at equal accuracy, checked against the exact-trace closed form on
+   Gaussian data with an image-like spectrum: scipy RK45 against the on-device solver in t and
+   in log sigma.
 
 scipy appears only here, never inside the library.
 """
@@ -23,7 +24,6 @@ import platform
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,58 +78,25 @@ class GaussianData:
 # The network.
 
 
-class SmallConvNet(nn.Module):
-    """A small U-Net-free conv net with a Fourier time embedding (the fallback model)."""
-
-    channels: int = 64
-    num_blocks: int = 3
-
-    @nn.compact
-    def __call__(self, x, t):
-        freqs = jnp.exp(jnp.linspace(0.0, math.log(1000.0), 16))
-        emb = jnp.concatenate([jnp.sin(t[:, None] * freqs), jnp.cos(t[:, None] * freqs)], -1)
-        emb = nn.Dense(self.channels)(nn.silu(nn.Dense(self.channels)(emb)))
-        h = nn.Conv(self.channels, (3, 3))(x)
-        for _ in range(self.num_blocks):
-            skip = h
-            h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(8)(h)))
-            h = h + emb[:, None, None, :]
-            h = nn.Conv(self.channels, (3, 3))(nn.silu(nn.GroupNorm(8)(h)))
-            h = (h + skip) / math.sqrt(2.0)
-        return nn.Conv(x.shape[-1], (3, 3))(nn.silu(nn.GroupNorm(8)(h)))
-
-
 def build_network(key, channels=64, num_blocks=3):
-    """Returns (apply(x, t), description): a small NCSN++ from sde_jax.models if importable."""
+    """Returns (apply(x, t), description) of a small NCSN++ from sde_jax.models."""
+    from sde_jax import models
+
     x0, t0 = jnp.zeros((BATCH, *IMAGE)), jnp.full((BATCH,), 0.5)
-    try:
-        from sde_jax import models
-
-        nf = channels // 2
-        model = models.presets.ncsnpp_cifar10(
-            nf=nf, ch_mult=(1, 2), num_res_blocks=num_blocks, attn_resolutions=(8,), dropout=0.0
-        )
-        params = model.init(key, x0, t0, train=False)
-
-        def apply(x, t):
-            return model.apply(params, x, t, train=False)
-
-        jax.block_until_ready(apply(x0, t0))
-        size = sum(p.size for p in jax.tree.leaves(params))
-        return apply, (
-            f"sde_jax.models.presets.ncsnpp_cifar10 shrunk to nf={nf}, ch_mult=(1, 2), "
-            f"num_res_blocks={num_blocks}, attention at 8x8, no dropout ({size:,} parameters)"
-        )
-    except Exception as err:  # any failure (missing module, other API) means the fallback
-        reason = f"{type(err).__name__}: {err}"
-    model = SmallConvNet(channels, num_blocks)
-    params = model.init(key, x0, t0)
-    size = sum(p.size for p in jax.tree.leaves(params))
-    description = (
-        f"fallback SmallConvNet ({channels} channels, {num_blocks} residual blocks, {size:,} "
-        f"parameters) defined in the benchmark; sde_jax.models not usable here ({reason})"
+    nf = channels // 2
+    model = models.presets.ncsnpp_cifar10(
+        nf=nf, ch_mult=(1, 2), num_res_blocks=num_blocks, attn_resolutions=(8,), dropout=0.0
     )
-    return (lambda x, t: model.apply(params, x, t)), description
+    params = model.init(key, x0, t0, train=False)
+
+    def apply(x, t):
+        return model.apply(params, x, t, train=False)
+
+    size = sum(p.size for p in jax.tree.leaves(params))
+    return apply, (
+        f"sde_jax.models.presets.ncsnpp_cifar10 shrunk to nf={nf}, ch_mult=(1, 2), "
+        f"num_res_blocks={num_blocks}, attention at 8x8, no dropout ({size:,} parameters)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,26 +131,51 @@ def evaluation_cost(sde, score_fn, x):
     vjp_aug = jax.jit(vjp_divergence)
     rounds = [(timeit(forward, x, t), timeit(augmented, x), timeit(vjp_aug, x)) for _ in range(3)]
     fwd, aug, vjp = (float(np.min(col)) for col in zip(*rounds, strict=True))
-    return fwd, aug, vjp
+    return {"forward": fwd, "jvp": aug, "vjp": vjp}
 
 
-def host_scipy_solver(sde, score_fn, x, probe, use_vjp):
-    """The original design: scipy RK45 on the host, one device call per evaluation."""
+def host_scipy_solver(sde, score_fn, x, probe, design):
+    """scipy RK45 on the host; every right-hand side evaluation round-trips through numpy.
+
+    design:
+      'original': as score_sde's likelihood.py did it: two device calls per evaluation, the
+        drift, then the divergence from jax.grad of <drift(x), probe> (a vjp that runs the
+        network forward again), each copied to the host and concatenated there.
+      'vjp': one device call returning the drift and the vjp divergence together.
+      'jvp': one device call of the same jvp augmented function sde_jax integrates.
+    """
     shape = x.shape
     size = math.prod(shape)
+
+    def drift_at(t):
+        return lambda v: probability_flow_drift(sde, score_fn, v, jnp.full((shape[0],), t))
+
+    @jax.jit
+    def drift_fn(t, y):
+        return drift_at(t)(y)
+
+    @jax.jit
+    def div_fn(t, y):
+        grad = jax.grad(lambda v: jnp.sum(drift_at(t)(v) * probe))(y)
+        return jnp.sum(grad * probe, axis=tuple(range(1, y.ndim)))
 
     @jax.jit
     def rhs(t, flat):
         y = flat[:size].reshape(shape)
-        drift = lambda v: probability_flow_drift(sde, score_fn, v, jnp.full((shape[0],), t))  # noqa: E731
-        if use_vjp:
-            dy, pullback = jax.vjp(drift, y)
+        if design == "vjp":
+            dy, pullback = jax.vjp(drift_at(t), y)
             div = jnp.sum(pullback(probe)[0] * probe, axis=(1, 2, 3))
         else:
-            dy, div = lik.divergence(drift, y, probe[None])
+            dy, div = lik.divergence(drift_at(t), y, probe[None])
         return jnp.concatenate([dy.reshape(-1), div])
 
     def fun(t, flat):
+        if design == "original":
+            y = jnp.asarray(flat[:size].reshape(shape), jnp.float32)
+            t = jnp.float32(t)
+            drift = np.asarray(drift_fn(t, y), np.float64).reshape(-1)
+            div = np.asarray(div_fn(t, y), np.float64)
+            return np.concatenate([drift, div])
         return np.asarray(rhs(jnp.float32(t), jnp.asarray(flat, jnp.float32)), np.float64)
 
     y0 = np.concatenate([np.asarray(x).reshape(-1), np.zeros(shape[0])])
@@ -233,7 +225,8 @@ def bare_scan_solver(sde, score_fn, x, probe, num_evals):
 
 
 NAMES = {
-    "scipy_vjp": "host scipy RK45, vjp divergence (original design)",
+    "scipy_original": "host scipy RK45, drift and vjp divergence as two calls (original design)",
+    "scipy_vjp": "host scipy RK45, drift + vjp divergence in one call",
     "scipy_jvp": "host scipy RK45, same jvp augmented function",
     "t": "sde_jax on device, time variable t",
     "log_sigma": "sde_jax on device, time variable log sigma",
@@ -246,8 +239,9 @@ def end_to_end(sde, score_fn, x, rounds=2):
     key = jax.random.key(1)
     probe = jax.random.rademacher(key, (1, *x.shape), x.dtype)[0]
     solvers = {
-        "scipy_vjp": host_scipy_solver(sde, score_fn, x, probe, use_vjp=True),
-        "scipy_jvp": host_scipy_solver(sde, score_fn, x, probe, use_vjp=False),
+        "scipy_original": host_scipy_solver(sde, score_fn, x, probe, "original"),
+        "scipy_vjp": host_scipy_solver(sde, score_fn, x, probe, "vjp"),
+        "scipy_jvp": host_scipy_solver(sde, score_fn, x, probe, "jvp"),
         "t": device_solver(sde, score_fn, x, key, "t"),
         "log_sigma": device_solver(sde, score_fn, x, key, "log_sigma"),
     }
@@ -264,7 +258,7 @@ def end_to_end(sde, score_fn, x, rounds=2):
             start = time.perf_counter()
             solvers["bare"]()
             results["bare"] = (time.perf_counter() - start, results["t"][1], results["t"][2])
-    base, host = results["scipy_vjp"][0], results["scipy_jvp"][0]
+    base, host = results["scipy_original"][0], results["scipy_jvp"][0]
     ref = results["t"][2]
     rows = []
     for name in NAMES:
@@ -278,7 +272,8 @@ def end_to_end(sde, score_fn, x, rounds=2):
 
 
 def equal_accuracy_study(sde, dim=32, batch=64, tols=(1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6)):
-    """NFE and error vs exact-trace closed form, for t and log sigma, over tolerances."""
+    """NFE and error against the exact-trace closed form, over tolerances, for scipy RK45 on
+    the host and the on-device solver in t and in log sigma."""
     data = GaussianData(sde, dim)
     x = jnp.asarray(data.sample(batch))
     curves = {}
@@ -294,6 +289,31 @@ def equal_accuracy_study(sde, dim=32, batch=64, tols=(1e-3, 3e-4, 1e-4, 3e-5, 1e
             err = float(jnp.max(jnp.abs(out.logp - data.reference(x, out.z))))
             points.append((tol, int(out.nfe), err))
         curves[time_variable] = points
+
+    probes = lik._draw_probes(jax.random.key(0), x, "exact", 1)
+    augmented = jax.jit(
+        lambda t, y: lik.divergence(
+            lambda v: probability_flow_drift(sde, data.score, v, jnp.full((batch,), t)),
+            y,
+            probes,
+            average=False,
+        )
+    )
+
+    def rhs(t, flat):
+        dy, div = augmented(
+            jnp.float32(t), jnp.asarray(flat[: x.size].reshape(x.shape), jnp.float32)
+        )
+        return np.concatenate([np.asarray(dy, np.float64).ravel(), np.asarray(div, np.float64)])
+
+    y0 = np.concatenate([np.asarray(x, np.float64).ravel(), np.zeros(batch)])
+    points = []
+    for tol in tols:
+        sol = integrate.solve_ivp(rhs, (EPS, sde.T), y0, method="RK45", rtol=tol, atol=tol)
+        z = jnp.asarray(sol.y[: x.size, -1].reshape(x.shape), jnp.float32)
+        logp = sde.prior_logp(z) + jnp.asarray(sol.y[x.size :, -1], jnp.float32)
+        points.append((tol, sol.nfev, float(jnp.max(jnp.abs(logp - data.reference(x, z))))))
+    curves["scipy"] = points
     return curves
 
 
@@ -303,17 +323,15 @@ def nfe_to_reach(points, target):
     return min(ok) if ok else None
 
 
-def main():
-    print("# Likelihood benchmark (CPU)\n")
-    print(
-        f"jax {jax.__version__}, {jax.devices()[0].platform} x{len(jax.devices())}, "
-        f"python {sys.version.split()[0]}, {platform.processor() or platform.machine()}; "
-        f"batch {BATCH} of {IMAGE}, float32, rtol = atol = {TOL}, eps = {EPS}.\n"
-    )
+def network_study(networks):
+    """Tables 1 and 2 for each network; returns the speed-up at equal NFE vs the original."""
     sde = VPSDE()
     data = GaussianData(sde, math.prod(IMAGE))
     x = jnp.asarray(data.sample(BATCH).reshape(BATCH, *IMAGE))
+    speedups = {}
     for label, channels, num_blocks in (("small", 64, 2), ("tiny", 16, 1)):
+        if label not in networks:
+            continue
         net, description = build_network(jax.random.key(0), channels, num_blocks)
 
         def score_fn(y, t, net=net):
@@ -321,15 +339,19 @@ def main():
             # and every evaluation pays for the network.
             return data.score(y, t) + 0.1 * net(y, t)
 
-        print(f"# Network '{label}': {description}\n")
-        fwd, aug, vjp = evaluation_cost(sde, score_fn, x)
-        print("## 1. Cost of one augmented-ODE evaluation\n")
+        print(f"## Network '{label}': {description}\n")
+        cost = evaluation_cost(sde, score_fn, x)
+        fwd, aug, vjp = cost["forward"], cost["jvp"], cost["vjp"]
+        print("### 1. Cost of one augmented-ODE evaluation\n")
         print("| function | ms | / forward |\n|---|---|---|")
         print(f"| score forward | {1e3 * fwd:.2f} | 1.00 |")
         print(f"| drift + jvp divergence (1 probe) | {1e3 * aug:.2f} | {aug / fwd:.2f} |")
-        print(f"| drift + vjp divergence (original) | {1e3 * vjp:.2f} | {vjp / fwd:.2f} |\n")
-
-        print("## 2. End to end: one likelihood solve of the batch (VP SDE)\n")
+        print(f"| drift + vjp divergence, one call | {1e3 * vjp:.2f} | {vjp / fwd:.2f} |")
+        print(
+            f"| drift, then vjp divergence: two calls (original) | {1e3 * (fwd + vjp):.2f} | "
+            f"{(fwd + vjp) / fwd:.2f} |\n"
+        )
+        print("### 2. End to end: one likelihood solve of the batch (VP SDE)\n")
         print(
             "| solver | seconds | NFE | ms / NFE | speed-up vs original | speed-up vs host jvp "
             "| max abs logp diff vs on-device t |\n|---|---|---|---|---|---|---|"
@@ -337,32 +359,68 @@ def main():
         rows, results = end_to_end(sde, score_fn, x)
         print("\n".join(rows) + "\n")
         per_nfe = {k: v[0] / v[1] for k, v in results.items()}
+        speedups[label] = per_nfe["scipy_original"] / per_nfe["t"]
         print(
             f"Per evaluation: host round trip + scipy overhead "
             f"{1e3 * (per_nfe['scipy_jvp'] - aug):.2f} ms; on-device solver / bare augmented "
             f"evaluation {per_nfe['t'] / aug:.2f}x, / bare scan of the same NFE "
-            f"{per_nfe['t'] / per_nfe['bare']:.2f}x; at equal NFE the on-device solve is "
-            f"{per_nfe['scipy_jvp'] / per_nfe['t']:.2f}x faster than the host solve of the same "
-            f"ODE and {per_nfe['scipy_vjp'] / per_nfe['t']:.2f}x faster than the original "
-            f"design.\n"
+            f"{per_nfe['t'] / per_nfe['bare']:.2f}x. **At equal NFE the on-device solve is "
+            f"{speedups[label]:.2f}x faster than the original design**, "
+            f"{per_nfe['scipy_vjp'] / per_nfe['t']:.2f}x faster than a host solve with one vjp "
+            f"call, and {per_nfe['scipy_jvp'] / per_nfe['t']:.2f}x faster than the host solve of "
+            f"the same jvp function.\n"
         )
+    return speedups
 
-    print("# 3. Evaluations at equal accuracy: t versus log sigma\n")
+
+def accuracy_study():
+    """Prints table 3; returns NFE(scipy at TOL) / NFE(sde_jax at the same accuracy) for VP."""
+    print("# 3. Evaluations at equal accuracy: host scipy RK45, on-device t, on-device log sigma\n")
     print(
         "Gaussian data, dim 32, rotated covariance with eigenvalues geomspace(0.5, 5e-6), "
         "64 examples, exact trace; error = max over examples of |logp - closed form| (nats).\n"
     )
-    for sde_i, name in ((VPSDE(), "VP"), (SubVPSDE(), "sub-VP"), (VESDE(), "VE")):
-        curves = equal_accuracy_study(sde_i)
-        print(f"### {name}\n\n| tol | NFE t | err t | NFE log sigma | err log sigma |")
-        print("|---|---|---|---|---|")
-        for (tol, n_t, e_t), (_, n_u, e_u) in zip(curves["t"], curves["log_sigma"], strict=True):
-            print(f"| {tol:.0e} | {n_t} | {e_t:.1e} | {n_u} | {e_u:.1e} |")
-        for target in (1e-2, 1e-3, 1e-4):
-            n_t, n_u = nfe_to_reach(curves["t"], target), nfe_to_reach(curves["log_sigma"], target)
-            ratio = f"{n_t / n_u:.2f}x" if n_t and n_u else "n/a"
-            print(f"\nerror <= {target:.0e}: NFE t = {n_t}, log sigma = {n_u}, ratio {ratio}")
-        print()
+    ratios = {}
+    for sde, name in ((VPSDE(), "VP"), (SubVPSDE(), "sub-VP"), (VESDE(), "VE")):
+        curves = equal_accuracy_study(sde)
+        print(f"### {name}\n")
+        print("| tol | NFE scipy | err scipy | NFE t | err t | NFE log sigma | err log sigma |")
+        print("|---|---|---|---|---|---|---|")
+        rows = zip(curves["scipy"], curves["t"], curves["log_sigma"], strict=True)
+        for (tol, n_s, e_s), (_, n_t, e_t), (_, n_u, e_u) in rows:
+            print(f"| {tol:.0e} | {n_s} | {e_s:.1e} | {n_t} | {e_t:.1e} | {n_u} | {e_u:.1e} |")
+        # The host solve at the paper's tolerance sets the accuracy to match.
+        (n_host, err_host), *_ = [(n, e) for tol, n, e in curves["scipy"] if tol == TOL]
+        n_t, n_u = nfe_to_reach(curves["t"], err_host), nfe_to_reach(curves["log_sigma"], err_host)
+        best = min(n for n in (n_t, n_u) if n) if (n_t or n_u) else None
+        ratios[name] = n_host / best if best else None
+        print(
+            f"\nscipy at tol {TOL:.0e}: {n_host} NFE, error {err_host:.1e}. To reach that error "
+            f"on device: t {n_t} NFE, log sigma {n_u} NFE"
+            + (f"; NFE ratio host / best {ratios[name]:.2f}x.\n" if best else ".\n")
+        )
+    return ratios
+
+
+def main(networks=("small", "tiny")):
+    print("# Likelihood benchmark (CPU)\n")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].platform} x{len(jax.devices())}, "
+        f"python {sys.version.split()[0]}, {platform.processor() or platform.machine()}; "
+        f"batch {BATCH} of {IMAGE}, float32, rtol = atol = {TOL}, eps = {EPS}.\n"
+    )
+    speedups = network_study(networks)
+    ratios = accuracy_study()
+    print("# Summary\n")
+    print(
+        "| network | speed-up at equal NFE vs original | x NFE ratio at equal accuracy (VP) "
+        "| = end to end at equal accuracy |\n|---|---|---|---|"
+    )
+    ratio = ratios["VP"]
+    for label, speedup in speedups.items():
+        cells = f"{ratio:.2f}x | {speedup * ratio:.2f}x" if ratio else "n/a | n/a"
+        print(f"| {label} | {speedup:.2f}x | {cells} |")
+    return speedups, ratios
 
 
 if __name__ == "__main__":

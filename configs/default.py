@@ -58,6 +58,12 @@ def get_default_config() -> ml_collections.ConfigDict:
     model.nonlinearity = "swish"
     model.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
     model.remat = False
+    # Class-conditional score models (classifier-free guidance): None is unconditional; an
+    # int adds a class embedding (with the null label num_classes) to the time embedding.
+    # For model.name='wideresnet' (the noise-conditional classifier): the number of classes.
+    model.num_classes = ml_collections.config_dict.placeholder(int)  # None; CLI-overridable
+    model.depth = 28  # 'wideresnet' only: 6 n + 4 layers (WRN-28-10 in the paper)
+    model.widen_factor = 10  # 'wideresnet' only: width multiplier k
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adam"
@@ -69,6 +75,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     optim.grad_clip = 1.0
 
     config.training = training = ml_collections.ConfigDict()
+    training.task = "score"  # 'score' (the score model) or 'classifier' (noisy-data classifier)
+    training.label_dropout = 0.0  # class-conditional score models: P(label -> null label)
     training.batch_size = 128  # global, over all devices and hosts
     training.n_iters = 1_300_001
     training.continuous = True
@@ -111,8 +119,11 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.end_step = optional(int)  # sde-jax eval: last step of a range (None: no bound)
     evaluate.bpd_on_train = False  # also bits/dim of data.train_split
     evaluate.bpd_max_examples = optional(int)  # bits/dim of the first examples; None: all
-    evaluate.inception_path = optional(str)  # Inception weights for FID/IS/KID; None: skip
-    evaluate.reference_stats = optional(str)  # reference stats (sde-jax fid-stats); None: skip
+    # Sample quality (FID, IS, KID): the converted Inception weights (.npz written by
+    # `sde-jax convert-inception`) and the data set's reference statistics (`sde-jax fid-stats`).
+    # None skips them.
+    evaluate.inception_path = optional(str)
+    evaluate.reference_stats = optional(str)
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = None  # devices along the data-parallel axis; None: all that fsdp leaves

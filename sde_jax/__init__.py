@@ -10,11 +10,19 @@ The public surface, in one place:
 - ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
   combinators; time grids; the on-device sampling drivers and ``sampling.get_sampler``.
 - ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
+- ``controllable``: inpainting, colorization, class-conditional sampling (classifier and
+  classifier-free guidance) and probability-flow latents, beside ``sampling.get_sampler``.
 - ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
 - ``losses``: denoising score matching (continuous, SMLD, DDPM).
-- ``models``: NCSN++ / DDPM++, DDPM, NCSNv2 in Flax; ``compat.score_sde`` loads the original
+- ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
+  noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
-- ``training``, ``evaluation``, ``data`` (TensorFlow-based input pipelines, imported on
+- ``classifier``: the classifier's loss on noisy data and ``classifier_log_prob_fn``.
+- ``metrics`` (FID, Inception Score, KID, reference statistics), ``inception`` (the 2015
+  Inception graph of FID/IS in Flax, its weights converter) and ``fid_stats`` (reference
+  statistics of a data split), imported on demand.
+- ``training`` (``training.task``: the score model or the classifier), ``evaluation``,
+  ``class_samples`` (``sample --class``), ``data`` (TensorFlow-based input pipelines, imported on
   demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).
 """
 
@@ -22,7 +30,15 @@ from sde_jax import platform as _platform
 
 _platform.apply_xla_cpu_workarounds()
 
-from sde_jax import grids, likelihood, losses, ode, sampling, steppers  # noqa: E402
+from sde_jax import (  # noqa: E402
+    controllable,
+    grids,
+    likelihood,
+    losses,
+    ode,
+    sampling,
+    steppers,
+)
 from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
 from sde_jax.losses import get_loss_fn  # noqa: E402
 from sde_jax.sampling import SampleOutput, get_sampler  # noqa: E402
@@ -47,6 +63,7 @@ __all__ = [
     "SubVPSDE",
     "__version__",
     "bits_per_dim",
+    "controllable",
     "get_loss_fn",
     "get_sampler",
     "grids",

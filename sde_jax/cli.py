@@ -20,6 +20,42 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
 flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
 flags.DEFINE_integer("step", None, "sample, eval: checkpoint step (default: the newest).")
+flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval.inception_path).")
+flags.DEFINE_string(
+    "split",
+    None,
+    "fid-stats: data split (default: data.train_split); inpaint, colorize,"
+    " interpolate: (default: data.eval_split).",
+)
+flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
+flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")
+flags.DEFINE_bool("verify", True, "convert-inception: compare with the graph run in TensorFlow.")
+flags.DEFINE_integer("num_images", 16, "inpaint/colorize: images to condition on.")
+flags.DEFINE_enum("mask", "half", ["half", "center", "random"], "inpaint: the region to fill.")
+flags.DEFINE_enum(
+    "conditioning",
+    "replacement",
+    ["replacement", "reconstruction"],
+    "inpaint: the paper's replacement, or replacement plus reconstruction guidance.",
+)
+flags.DEFINE_string("image_dir", None, "inpaint/colorize/interpolate: read a folder instead.")
+flags.DEFINE_integer("num_pairs", 4, "interpolate: pairs of images to interpolate between.")
+flags.DEFINE_integer("num_points", 8, "interpolate: points along each path, ends included.")
+flags.DEFINE_string(
+    "class", None, "sample: class(es) to draw, '3' or '0,3,7' (guided; see --guidance_scale)."
+)
+flags.DEFINE_float(
+    "guidance_scale",
+    1.0,
+    "sample --class: classifier-free weight w ((1 + w) s(x, t, y) - w s(x, t, null)) for a "
+    "class-conditional model; classifier guidance scale lambda otherwise (1: the paper's).",
+)
+flags.DEFINE_string(
+    "classifier_workdir", None, "sample --class: the noise-conditional classifier's workdir."
+)
+config_flags.DEFINE_config_file(
+    "classifier_config", None, "sample --class: the classifier's config (configs/classifier/...)."
+)
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -87,6 +123,9 @@ def _sample(argv: Sequence[str]) -> None:
     del argv
     _require("config", "workdir")
     _setup()
+    if FLAGS["class"].value is not None:
+        _sample_classes()
+        return
     from sde_jax import evaluation
 
     output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", "final.npz")
@@ -104,11 +143,135 @@ def _eval(argv: Sequence[str]) -> None:
         print(evaluation.format_row(row))
 
 
+def _sample_classes() -> None:
+    """``sample --class``: classifier-free guidance, or classifier guidance with a classifier."""
+    from sde_jax import class_samples
+
+    try:
+        classes = class_samples.parse_classes(FLAGS["class"].value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    if (FLAGS.classifier_workdir is None) != (FLAGS.classifier_config is None):
+        raise app.UsageError("--classifier_workdir and --classifier_config go together.")
+    name = "class_" + "-".join(map(str, classes))
+    output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", f"{name}.npz")
+    class_samples.sample_classes_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        output,
+        classes,
+        FLAGS.num_samples,
+        FLAGS.guidance_scale,
+        classifier_config=FLAGS.classifier_config,
+        classifier_workdir=FLAGS.classifier_workdir,
+        step=FLAGS.step,
+    )
+
+
+def _fid_stats(argv: Sequence[str]) -> None:
+    """Computes FID/KID reference statistics of a data split (Inception pool3 features)."""
+    del argv
+    _require("config")
+    _setup()
+    from sde_jax import fid_stats
+
+    config = FLAGS.config
+    output = FLAGS.output or config.eval.reference_stats
+    if output is None:
+        raise app.UsageError("missing --output (or set --config.eval.reference_stats)")
+    fid_stats.write_reference_stats(
+        config.data,
+        FLAGS.inception or config.eval.inception_path,
+        output,
+        config.eval.batch_size,
+        split=FLAGS.split,
+        max_examples=FLAGS.max_examples,
+    )
+
+
+def _convert_inception(argv: Sequence[str]) -> None:
+    """Converts the 2015 Inception graph (classify_image_graph_def.pb) to our .npz weights."""
+    del argv
+    _require("source", "output")
+    from sde_jax import inception_graph
+
+    diffs = inception_graph.convert(FLAGS.source, FLAGS.output, verify=FLAGS.verify)
+    print(f"wrote {FLAGS.output}")
+    if diffs is not None:
+        print(f"max difference from the TensorFlow graph: {diffs}")
+
+
+def _controllable_output(name: str) -> str:
+    return FLAGS.output or os.path.join(FLAGS.workdir, "controllable", f"{name}.npz")
+
+
+def _inpaint(argv: Sequence[str]) -> None:
+    """Inpaints images of a split or --image_dir under --mask: .npz and PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.inpaint_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output(f"inpaint_{FLAGS.mask}"),
+        num_images=FLAGS.num_images,
+        mask=FLAGS.mask,
+        method=FLAGS.conditioning,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
+def _colorize(argv: Sequence[str]) -> None:
+    """Colorizes gray versions of images of a split or --image_dir: .npz and PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.colorize_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output("colorize"),
+        num_images=FLAGS.num_images,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
+def _interpolate(argv: Sequence[str]) -> None:
+    """Interpolates between pairs of images in the probability-flow latent space: PNG grid."""
+    del argv
+    _require("config", "workdir")
+    _setup()
+    from sde_jax.controllable import files
+
+    files.interpolate_to_files(
+        FLAGS.config,
+        FLAGS.workdir,
+        _controllable_output("interpolate"),
+        num_pairs=FLAGS.num_pairs,
+        num_points=FLAGS.num_points,
+        split=FLAGS.split,
+        image_dir=FLAGS.image_dir,
+        step=FLAGS.step,
+    )
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "train": _train,
     "sample": _sample,
     "eval": _eval,
+    "inpaint": _inpaint,
+    "colorize": _colorize,
+    "interpolate": _interpolate,
     "info": _info,
+    "fid-stats": _fid_stats,
+    "convert-inception": _convert_inception,
 }
 
 

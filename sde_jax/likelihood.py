@@ -221,10 +221,11 @@ def log_likelihood(
       time_variable: ``'t'`` integrates in the SDE's time as the paper did; ``'log_sigma'``
         integrates in :math:`u = \log(s(t)/m(t))` (minus half the log SNR) instead. Both
         compute the same quantity, :math:`\int F\,dt = \int F\,(dt/du)\,du`, and agree to
-        solver accuracy. Log sigma takes fewer evaluations at equal tolerance for VP and
-        sub-VP, but in our measurements (benchmarks/likelihood.md) it was not more accurate
-        per evaluation on Gaussian data, so ``'t'`` stays the default; for VE the two are the
-        same ODE up to an affine change of variable.
+        solver accuracy. (The log SNR is :math:`-2u`, an affine change of ``u``, so it gives
+        the same solve.) Log sigma takes fewer evaluations at equal tolerance for VP, but in
+        our measurements (benchmarks/likelihood.md, table 3) it was less accurate per
+        evaluation on Gaussian data for VP and sub-VP, so ``'t'`` stays the default; for VE
+        the two are the same ODE up to an affine change of variable.
       max_steps: the most solver steps attempted before reporting failure.
 
     Returns:

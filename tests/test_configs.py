@@ -74,7 +74,7 @@ def example_input(config, batch: int = 1):
 
 
 def test_every_experiment_is_found():
-    assert len(NAMES) == 24
+    assert len(NAMES) == 25
     assert "quickstart" in NAMES and "vp/ddpm/cifar10" in NAMES
 
 
@@ -186,6 +186,12 @@ EXPECTED = {
     "subvp/cifar10_ddpmpp_deep_continuous": SUBVP | DDPMPP | DEEP,
     "subvp/cifar10_ncsnpp_continuous": SUBVP | CIFAR | SHALLOW | {"model.fir": True},
     "subvp/cifar10_ncsnpp_deep_continuous": SUBVP | CIFAR | DEEP | {"model.fir": True},
+    # The noise-conditional classifier: the VE SDE of the CIFAR-10 NCSN++ run.
+    "classifier/cifar10_wrn28_10": VE
+    | {"data.dataset": "cifar10", "data.image_size": 32, "training.batch_size": 128}
+    | {"sde.sigma_min": 0.01, "sde.sigma_max": 50.0, "training.eps": 1e-5}
+    | {"training.task": "classifier", "model.name": "wideresnet", "model.num_classes": 10}
+    | {"model.depth": 28, "model.widen_factor": 10, "model.fourier_scale": 16.0},
     "quickstart": VP_CONT
     | {"model.ema_rate": 0.995}
     | {"data.dataset": "digits", "data.image_size": 16, "data.num_channels": 1}
@@ -202,7 +208,8 @@ def test_paper_settings(name):
     values = flat(get(name))
     assert {key: values[key] for key in EXPECTED[name]} == EXPECTED[name]
     for key in ("optim.lr", "optim.warmup", "optim.grad_clip", "training.eps"):
-        if name != "quickstart":
+        # The classifier's optimizer is ours (the original shipped no training code).
+        if name != "quickstart" and not name.startswith("classifier/"):
             assert values[key] == flat(default.get_default_config())[key], key
 
 
@@ -272,5 +279,8 @@ def test_smoke_network_initializes_and_runs(name):
         _SMOKE_OUTPUTS[key] = (count, model.apply(params, x + 0.5, labels, train=False))
     count, out = _SMOKE_OUTPUTS[key]
     assert 0 < count < 2_000_000
-    assert out.shape == x.shape
+    if config.training.task == "classifier":
+        assert out.shape == (x.shape[0], config.model.num_classes)  # logits
+    else:
+        assert out.shape == x.shape
     assert bool(jnp.all(jnp.isfinite(out)))

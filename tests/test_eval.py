@@ -226,6 +226,18 @@ def test_sample_quality_sees_every_sample_once_in_order():
     )
     assert result == {"fid": pytest.approx(0.0, abs=1e-10), "n": 11.0}
 
+    # The default metrics (sde_jax.metrics) against statistics of the same images.
+    metrics = pytest.importorskip("sde_jax.metrics")
+    reference = metrics.ReferenceStats(
+        mu=want_pool.mean(0).astype(np.float64),
+        sigma=np.cov(np.asarray(want_pool, np.float64), rowvar=False),
+        kid_features=np.asarray(want_pool, np.float32),
+        num_examples=11,
+    )
+    result = evaluation.sample_quality(chunks, feature_fn, reference, batch_size=4)
+    assert set(result) == {"fid", "inception_score", "inception_score_std", "kid"}
+    assert abs(result["fid"]) < 1e-4 and 1.0 <= result["inception_score"] <= 5.0
+
 
 def test_quality_inputs_fail_clearly_when_a_named_file_is_missing(tmp_path):
     eval_config = tiny_config().eval

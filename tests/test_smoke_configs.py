@@ -17,6 +17,7 @@ FAMILIES = [
     "vp.cifar10_ddpmpp",  # VP, discrete DDPM loss, DDPM++
     "vp.ddpm.cifar10",  # the DDPM baseline network
     "subvp.cifar10_ddpmpp_continuous",  # sub-VP, continuous DSM, DDPM++
+    "classifier.cifar10_wrn28_10",  # the noise-conditional classifier, cross-entropy
 ]
 
 

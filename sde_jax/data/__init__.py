@@ -17,6 +17,9 @@ Data sets (``data.dataset``, see :data:`DATASETS`):
   ``pip install -e '.[quickstart]'``), 8-bit gray, resized to ``image_size``; split ``'train'``
   is the first 1500, ``'test'`` the last 297.
 
+CIFAR-10 and the digits have class labels (10 each): their batches also carry ``'label'``
+(int32), for the noise-conditional classifier and class-conditional score models.
+
 Every image is cropped, resized to ``image_size`` and rounded to 8 bits; training adds a random
 horizontal flip (``data.random_flip``) and uniform dequantization
 (``data.uniform_dequantization``); model space is [0, 1], or [-1, 1] with ``data.centered``.
@@ -31,6 +34,7 @@ from sde_jax.data.pipeline import (
     eval_iterator,
     image_shape,
     inverse_scaler,
+    num_classes,
     num_eval_batches,
     scaler,
     train_iterator,
@@ -46,6 +50,7 @@ __all__ = [
     "eval_iterator",
     "image_shape",
     "inverse_scaler",
+    "num_classes",
     "num_eval_batches",
     "scaler",
     "train_iterator",

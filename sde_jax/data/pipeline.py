@@ -145,6 +145,27 @@ def get_source(data_config: Mapping[str, Any]) -> Source:
     return source
 
 
+def num_classes(data_config: Mapping[str, Any]) -> int | None:
+    """The number of classes of the data set's labels (10 for CIFAR-10 and the digits), or None.
+
+    Batches of labeled data sets carry ``'label'`` (int32 ``[batch]``); folders, TFRecords,
+    CelebA and LSUN have no labels. Reads TFDS metadata only (no download).
+    """
+    name = data_config["dataset"]
+    if name in ("folder", "tfrecord"):
+        return None
+    if name == "digits":
+        return sources.DIGITS_CLASSES
+    return sources.TFDSSource(name, data_config["data_dir"]).num_classes
+
+
+def _image_and_label(element: Any) -> tuple[Any, Any]:
+    """An element of ``Source.read`` as (encoded image, label or None)."""
+    if isinstance(element, dict):
+        return element["image"], element["label"]
+    return element, None
+
+
 def image_shape(data_config: Mapping[str, Any]) -> tuple[int, int, int]:
     """``(image_size, image_size, num_channels)``: the shape of one example in model space."""
     return (data_config["image_size"], data_config["image_size"], data_config["num_channels"])
@@ -229,13 +250,15 @@ def _train_epoch(
     order_seed, augment_seed = seeds
 
     def preprocess(index, element):
-        image = crop_and_resize(source.decode(element), source.crop, cfg["image_size"])
+        encoded, label = _image_and_label(element)
+        image = crop_and_resize(source.decode(encoded), source.crop, cfg["image_size"])
         example_seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
         flip_seed, noise_seed = tf.unstack(tf.random.split(example_seed, 2))
         if cfg["random_flip"]:
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         x = to_unit_interval(image, noise_seed if cfg["uniform_dequantization"] else None)
-        return scaler(cfg["centered"])(x)
+        x = scaler(cfg["centered"])(x)
+        return {"image": x} if label is None else {"image": x, "label": label}
 
     ds = source.read(cfg["train_split"], shard, order_seed, buffer_size)
     ds = ds.take(steps * batch_size).enumerate().skip(first_step * batch_size)
@@ -271,7 +294,8 @@ def train_iterator(
         folder and digits sources permute their whole shard).
 
     Returns:
-      An iterator of ``{'image': float32 [batch_size, H, W, C]}`` in model space.
+      An iterator of ``{'image': float32 [batch_size, H, W, C]}`` in model space, with
+      ``'label': int32 [batch_size]`` for labeled data sets (see :func:`num_classes`).
 
     Raises:
       ValueError: from :func:`validate`, or for a bad ``batch_size``, ``start_step`` or shard,
@@ -298,8 +322,7 @@ def train_iterator(
                 source, data_config, shard, seeds, steps, skip, batch_size, shuffle_buffer_size
             )
             skip = 0
-            for images in ds.as_numpy_iterator():
-                yield {"image": images}
+            yield from ds.as_numpy_iterator()
 
     return batches()
 
@@ -358,7 +381,8 @@ def eval_iterator(
 
     Returns:
       An iterator of ``{'image': [batch_size, H, W, C], 'mask': bool [batch_size]}``, images
-      float32 in model space, or uint8 with ``raw_uint8``.
+      float32 in model space, or uint8 with ``raw_uint8``; with ``'label': int32
+      [batch_size]`` (0 for padding) for labeled data sets.
 
     Raises:
       ValueError: from :func:`validate`, or for a bad ``batch_size`` or shard.
@@ -372,10 +396,11 @@ def eval_iterator(
     num_batches = _num_eval_batches(total, shard.count, batch_size, drop_remainder)
 
     def preprocess(element):
-        image = crop_and_resize(source.decode(element), source.crop, data_config["image_size"])
-        if raw_uint8:
-            return image
-        return scaler(data_config["centered"])(to_unit_interval(image, None))
+        encoded, label = _image_and_label(element)
+        image = crop_and_resize(source.decode(encoded), source.crop, data_config["image_size"])
+        if not raw_uint8:
+            image = scaler(data_config["centered"])(to_unit_interval(image, None))
+        return {"image": image} if label is None else {"image": image, "label": label}
 
     ds = source.read(split, shard, None, 0)
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -383,15 +408,24 @@ def eval_iterator(
     ds = ds.with_options(sources.deterministic_options())
     shape = image_shape(data_config)
     dtype = np.uint8 if raw_uint8 else np.float32
+    labeled = isinstance(ds.element_spec, dict) and "label" in ds.element_spec
 
     def batches() -> Iterator[Batch]:
         real = ds.as_numpy_iterator()
         for _ in range(num_batches):
-            images = next(real, np.zeros((0, *shape), dtype))
-            pad = batch_size - len(images)
-            yield {
-                "image": np.concatenate([images, np.zeros((pad, *shape), dtype)]),
-                "mask": np.arange(batch_size) < len(images),
+            batch = next(real, {"image": np.zeros((0, *shape), dtype)})
+            count = len(batch["image"])
+            padded = {
+                "image": np.concatenate(
+                    [batch["image"], np.zeros((batch_size - count, *shape), dtype)]
+                ),
+                "mask": np.arange(batch_size) < count,
             }
+            if labeled:
+                labels = batch.get("label", np.zeros((0,), np.int32))
+                padded["label"] = np.concatenate(
+                    [labels, np.zeros((batch_size - count,), np.int32)]
+                )
+            yield padded
 
     return batches()

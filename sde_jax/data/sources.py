@@ -3,7 +3,9 @@
 A source answers three questions for a split and a shard (this host's part of the split):
 how many examples it holds (:meth:`num_examples`), the examples in an order (:meth:`read`:
 natural order, or a shuffled order that is a pure function of a seed) and how one element
-becomes a ``uint8`` image ``[height, width, channels]`` (:meth:`decode`). Elements stay encoded
+becomes a ``uint8`` image ``[height, width, channels]`` (:meth:`decode`). Sources with class
+labels (CIFAR-10, the digits; ``num_classes`` not None) read ``{'image': encoded, 'label':
+int}`` elements instead of the encoded image alone. Elements stay encoded
 (PNG/JPEG bytes) until after shuffling and skipping, so shuffle buffers stay small and
 resuming mid-epoch skips without decoding. Cropping, resizing, flips and scaling live in
 ``sde_jax.data.pipeline``.
@@ -68,6 +70,11 @@ class Source(abc.ABC):
 
     crop: int | str | None = None
 
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the labels that :meth:`read` yields, or None if unlabeled."""
+        return None
+
     @abc.abstractmethod
     def num_examples(self, split: str, shard: Shard) -> int:
         """Number of examples of ``split`` in ``shard``."""
@@ -98,6 +105,16 @@ class TFDSSource(Source):
         """The TFDS builder (builds nothing, downloads nothing)."""
         return tfds.builder(self.name, data_dir=self.data_dir)
 
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of the data set's ``'label'`` feature (10 for CIFAR-10), or None."""
+        features = self.builder.info.features
+        if features is not None and "label" in features:
+            feature = features["label"]
+            if isinstance(feature, tfds.features.ClassLabel):
+                return feature.num_classes
+        return None
+
     def _split(self, split: str, shard: Shard):
         return split if shard.count == 1 else tfds.even_splits(split, n=shard.count)[shard.index]
 
@@ -123,12 +140,20 @@ class TFDSSource(Source):
             decoders={"image": tfds.decode.SkipDecoding()},
             read_config=read_config,
         )
-        ds = ds.map(lambda example: example["image"])
+        labeled = self.num_classes is not None
+        ds = ds.map(lambda example: _image_and_label(example, labeled))
         return ds.shuffle(buffer_size, seed=seed) if shuffle else ds
 
     def decode(self, element: tf.Tensor) -> tf.Tensor:
         """Decodes with the data set's own image feature (PNG or JPEG, known channels)."""
         return self.builder.info.features["image"].decode_example(element)
+
+
+def _image_and_label(example: dict, labeled: bool):
+    """A TFDS example as its encoded image, or ``{'image', 'label'}`` if it has a label."""
+    if labeled and "label" in example:
+        return {"image": example["image"], "label": tf.cast(example["label"], tf.int32)}
+    return example["image"]
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -223,6 +248,8 @@ class TFRecordSource(Source):
         return _decode_any(element, self.channels)
 
 
+DIGITS_CLASSES = 10
+
 DIGITS_SPLITS = {"train": slice(0, 1500), "test": slice(1500, None)}
 """The fixed split of scikit-learn's 1797 digits: the first 1500 train, the last 297 test."""
 
@@ -245,6 +272,13 @@ def load_digits() -> np.ndarray:
     return np.round(values * (255 / 16)).astype(np.uint8)[..., None]
 
 
+def load_digit_labels() -> np.ndarray:
+    """The class (digit 0-9) of each of scikit-learn's 1797 digits, ``int32 [1797]``."""
+    load_digits()  # the ImportError with the install hint when scikit-learn is missing
+    datasets = importlib.import_module("sklearn.datasets")
+    return datasets.load_digits().target.astype(np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class DigitsSource(Source):
     """The UCI 8x8 handwritten digits shipped in scikit-learn's wheel (no download)."""
@@ -254,23 +288,35 @@ class DigitsSource(Source):
         """All 1797 images, ``uint8 [1797, 8, 8, 1]``."""
         return load_digits()
 
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        """The digit (0-9) of each image, ``int32 [1797]``."""
+        return load_digit_labels()
+
+    @property
+    def num_classes(self) -> int:
+        """The ten digits."""
+        return DIGITS_CLASSES
+
     def _shard(self, split: str, shard: Shard) -> np.ndarray:
+        """The indices of the shard's digits."""
         if split not in DIGITS_SPLITS:
             raise ValueError(
                 f"split must be one of {list(DIGITS_SPLITS)} for 'digits', got {split!r}."
             )
-        return self.images[DIGITS_SPLITS[split]][shard.index :: shard.count]
+        return np.arange(len(self.images))[DIGITS_SPLITS[split]][shard.index :: shard.count]
 
     def num_examples(self, split: str, shard: Shard) -> int:
         """Number of digits of ``split`` ('train' or 'test') in the shard."""
         return len(self._shard(split, shard))
 
     def read(self, split: str, shard: Shard, seed: int | None, buffer_size: int) -> tf.data.Dataset:
-        """The shard's images, permuted exactly by ``seed`` (no buffer needed)."""
-        images = self._shard(split, shard)
+        """The shard's images and labels, permuted exactly by ``seed`` (no buffer needed)."""
+        indices = self._shard(split, shard)
         if seed is not None:
-            images = np.random.default_rng(seed).permutation(images)
-        return tf.data.Dataset.from_tensor_slices(images)
+            indices = np.random.default_rng(seed).permutation(indices)
+        elements = {"image": self.images[indices], "label": self.labels[indices]}
+        return tf.data.Dataset.from_tensor_slices(elements)
 
     def decode(self, element: tf.Tensor) -> tf.Tensor:
         """Already a ``uint8`` image."""

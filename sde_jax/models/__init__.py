@@ -5,6 +5,7 @@
 - ``NCSNv2`` / ``NCSN``: the RefineNet baselines (Song & Ermon, 2020 / 2019).
 - ``build_model``: a model config section (original key names) to a module.
 - ``get_score_fn`` / ``time_labels``: network output to score, per SDE, as the original.
+- ``WideResNet``: the noise-conditional classifier of class-conditional sampling.
 - ``presets``: the full-size CIFAR-10 and 256x256 networks; ``fir``: FIR resampling.
 """
 
@@ -14,6 +15,7 @@ from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSN, NCSNv2
 from sde_jax.models.score import get_score_fn, time_labels
+from sde_jax.models.wideresnet import WideResNet
 
 __all__ = [
     "DDPM",
@@ -21,6 +23,7 @@ __all__ = [
     "NCSN",
     "NCSNpp",
     "NCSNv2",
+    "WideResNet",
     "build_model",
     "fir",
     "get_score_fn",

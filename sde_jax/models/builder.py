@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
 from sde_jax.models.ncsnv2 import NCSN, NCSNv2
+from sde_jax.models.wideresnet import WideResNet
 
 MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "ncsnpp": (NCSNpp, {}),
@@ -23,6 +24,7 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "ncsnv2_128": (NCSNv2, {"variant": 128}),
     "ncsnv2_256": (NCSNv2, {"variant": 256}),
     "ncsn": (NCSN, {}),
+    "wideresnet": (WideResNet, {}),
 }
 """Architectures by the original ``model.name``: the class and the fields the name fixes."""
 
@@ -77,7 +79,9 @@ def build_model(
         ``dtype`` and ``remat`` are options of NCSN++ and DDPM, not of NCSNv2 / NCSN.
 
     Returns:
-      An unbound flax module; ``apply({'params': p}, x, labels, train=False)`` evaluates it.
+      An unbound flax module; ``apply({'params': p}, x, labels, train=False)`` evaluates it
+      (``labels``: the time conditioning of a score network, the noise level sigma of the
+      ``'wideresnet'`` classifier, whose output is logits).
 
     Raises:
       ValueError: if ``name`` is unknown, a field has an invalid value, or ``dtype`` /
@@ -87,8 +91,10 @@ def build_model(
     if name not in MODELS:
         raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}.")
     cls, fixed = MODELS[name]
-    kwargs = {**module_kwargs(cls, section), **fixed, "centered": bool(centered)}
     names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {**module_kwargs(cls, section), **fixed}
+    if "centered" in names:  # the classifier standardizes each image instead
+        kwargs["centered"] = bool(centered)
     options = {"dtype": dtype, "remat": remat}
     for option, value in options.items():
         if option in names:

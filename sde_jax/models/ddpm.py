@@ -9,7 +9,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from sde_jax.models import layers
 from sde_jax.models.layers import ACTIVATIONS, AttnBlock, Downsample, ResnetBlockDDPM, Upsample
@@ -17,6 +17,7 @@ from sde_jax.models.ncsnpp import discrete_sigmas_descending, validate_unet_fiel
 
 Images = Float[Array, "batch height width channels"]
 Labels = Float[Array, " batch"]
+ClassLabels = Int[Array, " batch"]
 
 __all__ = ["DDPM"]
 
@@ -45,6 +46,8 @@ class DDPM(nn.Module):
       num_scales: length of the sigma table.
       dtype: compute dtype of activations (parameters stay float32).
       remat: rematerialize residual blocks in the backward pass.
+      num_classes: None for an unconditional network; else a learned class embedding (with
+        the null label ``num_classes``) is added to the time embedding, as in ``NCSNpp``.
     """
 
     nf: int = 128
@@ -62,9 +65,11 @@ class DDPM(nn.Module):
     num_scales: int = 1000
     dtype: Any = jnp.float32
     remat: bool = False
+    num_classes: int | None = None
 
     def __post_init__(self):
         validate_unet_fields(self)
+        layers.check_num_classes(self.num_classes, self.conditional)
         if self.nf % layers.DDPM_GROUPS:
             raise ValueError(
                 f"nf must be a multiple of {layers.DDPM_GROUPS} (the GroupNorm groups), "
@@ -85,8 +90,16 @@ class DDPM(nn.Module):
         return make
 
     @nn.compact
-    def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
+    def __call__(
+        self,
+        x: Images,
+        labels: Labels,
+        train: bool = True,
+        class_labels: ClassLabels | None = None,
+    ) -> Images:
         """Returns the network output for images ``x`` (NHWC) and step ``labels``.
+
+        ``class_labels``: the classes of a class-conditional network (None: the null label).
 
         Raises:
           ValueError: if the image size is not divisible by ``2 ** (len(ch_mult) - 1)``.
@@ -105,6 +118,10 @@ class DDPM(nn.Module):
             temb = layers.timestep_embedding(labels, self.nf)
             temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
             temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+            if self.num_classes is not None:
+                temb = temb + layers.class_embedding(
+                    class_labels, labels, self.num_classes, self.nf * 4
+                )
         h = x if self.centered else 2 * x - 1.0
         h = h.astype(dt)
 

@@ -48,6 +48,8 @@ __all__ = [
     "ResnetBlockDDPM",
     "ResnetBlockDDPMpp",
     "Upsample",
+    "check_num_classes",
+    "class_embedding",
     "conv1x1",
     "conv3x3",
     "default_init",
@@ -134,6 +136,34 @@ class GaussianFourierProjection(nn.Module):
         w = jax.lax.stop_gradient(w)
         proj = x[:, None] * w[None, :] * 2 * jnp.pi
         return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
+
+def check_num_classes(num_classes: object, conditional: bool) -> None:
+    """Raises ValueError unless ``num_classes`` is None or an int >= 1 of a time-conditional net."""
+    if num_classes is None:
+        return
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be None or an int >= 1, got {num_classes!r}.")
+    if not conditional:
+        raise ValueError(
+            f"num_classes={num_classes} needs conditional=True: the class embedding is added "
+            "to the time embedding."
+        )
+
+
+def class_embedding(
+    class_labels: Array | None, time_labels: Array, num_classes: int, features: int
+) -> Embedding:
+    """A learned embedding ``ClassEmbed`` of class labels in ``[0, num_classes]``.
+
+    Row ``num_classes`` is the null label (the unconditional model of classifier-free
+    guidance); ``class_labels`` None means the null label for every example of the batch
+    (whose size ``time_labels [batch]`` gives).
+    """
+    if class_labels is None:
+        class_labels = jnp.full(time_labels.shape[:1], num_classes, jnp.int32)
+    embed = nn.Embed(num_classes + 1, features, embedding_init=default_init(), name="ClassEmbed")
+    return embed(jnp.asarray(class_labels, jnp.int32))
 
 
 class NIN(nn.Module):

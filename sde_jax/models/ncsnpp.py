@@ -16,7 +16,7 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from sde_jax.models import layers
 from sde_jax.models.layers import (
@@ -35,6 +35,7 @@ from sde_jax.models.layers import (
 
 Images = Float[Array, "batch height width channels"]
 Labels = Float[Array, " batch"]
+ClassLabels = Int[Array, " batch"]
 
 RESBLOCK_TYPES = ("ddpm", "biggan")
 PROGRESSIVE = ("none", "output_skip", "residual")
@@ -107,6 +108,10 @@ class NCSNpp(nn.Module):
       num_scales: length of that table.
       dtype: compute dtype of activations (parameters stay float32).
       remat: rematerialize residual blocks in the backward pass.
+      num_classes: None for an unconditional network; else the network is class-conditional
+        (classifier-free guidance): a learned embedding of the class label, with
+        ``num_classes + 1`` rows (the last, index ``num_classes``, is the null label of the
+        unconditional model), is added to the time embedding.
     """
 
     nf: int = 128
@@ -134,6 +139,7 @@ class NCSNpp(nn.Module):
     num_scales: int = 1000
     dtype: Any = jnp.float32
     remat: bool = False
+    num_classes: int | None = None
 
     def __post_init__(self):
         validate_unet_fields(self)
@@ -144,12 +150,15 @@ class NCSNpp(nn.Module):
         check_choice("embedding_type", self.embedding_type, EMBEDDING_TYPES)
         if self.embedding_type == "fourier" and not self.fourier_scale > 0:
             raise ValueError(f"fourier_scale must be > 0, got {self.fourier_scale!r}.")
+        layers.check_num_classes(self.num_classes, self.conditional)
         if self.fir and len(self.fir_kernel) == 0:
             raise ValueError("fir_kernel must be non-empty when fir=True, got ().")
         super().__post_init__()
 
-    def _time_embedding(self, labels: Labels) -> tuple[Array | None, Labels]:
-        """Returns the time embedding (None if unconditional) and the per-example sigmas."""
+    def _time_embedding(
+        self, labels: Labels, class_labels: ClassLabels | None
+    ) -> tuple[Array | None, Labels]:
+        """Returns the time (and class) embedding, None if unconditional, and the sigmas."""
         act = ACTIVATIONS[self.nonlinearity]
         if self.embedding_type == "fourier":
             sigmas = labels
@@ -162,6 +171,10 @@ class NCSNpp(nn.Module):
             return None, sigmas
         temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(temb)
         temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(act(temb))
+        if self.num_classes is not None:
+            temb = temb + layers.class_embedding(
+                class_labels, labels, self.num_classes, self.nf * 4
+            )
         return temb, sigmas
 
     def _block_factory(self):
@@ -215,8 +228,18 @@ class NCSNpp(nn.Module):
         )
 
     @nn.compact
-    def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
+    def __call__(
+        self,
+        x: Images,
+        labels: Labels,
+        train: bool = True,
+        class_labels: ClassLabels | None = None,
+    ) -> Images:
         """Returns the network output for images ``x`` (NHWC) and time conditioning ``labels``.
+
+        ``class_labels`` (int ``[batch]`` in ``[0, num_classes]``) are the classes of a
+        class-conditional network; None means the null label ``num_classes`` (unconditional).
+        An unconditional network (``num_classes`` None) ignores them.
 
         Raises:
           ValueError: if the image size is not divisible by ``2 ** (len(ch_mult) - 1)``.
@@ -227,7 +250,7 @@ class NCSNpp(nn.Module):
                 f"x must be NHWC with height and width divisible by 2**(len(ch_mult)-1) = "
                 f"{2 ** (levels - 1)}, got shape {x.shape}."
             )
-        temb, sigmas = self._time_embedding(labels)
+        temb, sigmas = self._time_embedding(labels, class_labels)
         block = self._block_factory()
         if not self.centered:
             x = 2 * x - 1.0

@@ -17,6 +17,10 @@ sub-VP (both)         :math:`999\,t`                               -output / std
 ``std`` is the SDE's marginal standard deviation (for sub-VP :math:`1 - e^{-B(t)}`, without
 the square root); ``abar_i`` is DDPM's cumulative product of ``1 - beta`` at index
 ``int((N - 1) t)``.
+
+A class-conditional network (``model.num_classes`` set; classifier-free guidance) gets
+``class_conditional=True`` and gives ``score_fn(x, t, labels)``, labels int ``[batch]`` in
+``[0, num_classes]`` where ``num_classes`` is the null (unconditional) label.
 """
 
 from collections.abc import Callable
@@ -25,7 +29,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, batch_times, expand_to
-from sde_jax.typing import Data, PerExample, ScoreFn, Times
+from sde_jax.typing import Array, Data, PerExample, ScoreFn, Times
 
 __all__ = ["get_score_fn", "time_labels"]
 
@@ -79,7 +83,8 @@ def get_score_fn(
     params: Any,
     continuous: bool = True,
     num_scales: int = 1000,
-) -> ScoreFn:
+    class_conditional: bool = False,
+) -> ScoreFn | Callable[[Data, Times, Array], Data]:
     """Returns ``score_fn(x, t) -> score`` for a trained network, as the original did.
 
     Args:
@@ -88,19 +93,26 @@ def get_score_fn(
       params: the network parameters (use the EMA parameters for sampling).
       continuous: whether the network was trained with continuous time.
       num_scales: N of the discrete conditioning (ignored for continuous VE and VP).
+      class_conditional: the network is class-conditional; the score function then takes
+        the class labels as a third argument and passes them to ``model_apply`` as
+        ``class_labels=``.
 
     Returns:
-      A pure function of ``x [batch, ...]`` and ``t [batch]`` (or a scalar ``t``).
+      A pure function of ``x [batch, ...]`` and ``t [batch]`` (or a scalar ``t``), and of
+      ``labels`` (int ``[batch]``) when ``class_conditional``.
 
     Raises:
       TypeError: if ``sde`` is of another type.
     """
     _check_sde(sde)
+    if not isinstance(class_conditional, bool):
+        raise TypeError(f"class_conditional must be a bool, got {class_conditional!r}.")
 
-    def score_fn(x: Data, t: Times) -> Data:
+    def conditional_score_fn(x: Data, t: Times, class_labels: Array | None) -> Data:
         t = batch_times(x, t)
         labels = time_labels(sde, t, continuous, num_scales)
-        output = model_apply({"params": params}, x, labels, train=False)
+        extra = {} if class_labels is None else {"class_labels": class_labels}
+        output = model_apply({"params": params}, x, labels, train=False, **extra)
         if isinstance(sde, VESDE):
             return output
         if continuous or isinstance(sde, SubVPSDE):
@@ -109,4 +121,6 @@ def get_score_fn(
             std = _discrete_vp_std(sde, labels, num_scales)
         return -output * expand_to(1.0 / std, output)
 
-    return score_fn
+    if class_conditional:
+        return conditional_score_fn
+    return lambda x, t: conditional_score_fn(x, t, None)

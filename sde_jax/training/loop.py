@@ -1,7 +1,9 @@
 """The training loop: config in, checkpoints, metrics and sample grids out.
 
 ``train(config, workdir)`` validates the config before anything compiles, builds the mesh,
-model, SDE, optimizer and loss, restores the newest checkpoint or initializes the state
+model, SDE, optimizer and loss of the task (``training.task``: ``'score'``, the score model,
+optionally class-conditional; ``'classifier'``, the noise-conditional classifier of
+``sde_jax.classifier``), restores the newest checkpoint or initializes the state
 straight into its sharding, then runs the jitted (donated) step. Metrics leave the device
 only at log steps; a non-finite loss stops training with an error naming the step. SIGTERM
 (or JAX's preemption notice on multi-host jobs) triggers a checkpoint and a clean stop.
@@ -21,10 +23,12 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from sde_jax import builders, data, images, losses, sampling
+from sde_jax.models import get_score_fn
 from sde_jax.platform import block_if_needed, must_block_each_step
-from sde_jax.training import checkpoint, sharding
+from sde_jax.training import checkpoint, sharding, tasks
+from sde_jax.training import step as step_lib
 from sde_jax.training.state import TrainState, create_state
-from sde_jax.training.step import eval_step, network_score_fn, train_steps
+from sde_jax.training.step import network_score_fn, train_steps
 
 
 class Experiment:
@@ -32,21 +36,36 @@ class Experiment:
 
     Attributes:
       config: the full config.
+      task: ``training.task``, ``'score'`` or ``'classifier'``.
+      num_classes: classes of a class-conditional score model or of the classifier, or None.
       sde: the forward SDE.
-      model: the score network.
+      model: the score network or the classifier.
       tx: the optimizer.
-      loss_fn: ``loss_fn(key, score_fn, x) -> LossOutput``.
+      loss_fn: ``loss_fn(key, score_fn, x) -> LossOutput`` (score task; None otherwise).
+      step_fn: the task's train step (see ``sde_jax.training.step``).
+      step_kwargs: its keyword arguments (model, SDE, loss ...) but ``tx`` and ``ema_rate``.
       mesh: the device mesh.
       image_shape: ``(H, W, C)``.
+      sampler: the snapshot sampler (score task; None otherwise).
     """
 
     def __init__(self, config: ml_collections.ConfigDict, devices: list | None = None):
         self.config = config
         data.validate(config.data)
+        self.task, self.num_classes = tasks.check_task_options(config)
         self.sde = builders.build_sde(config.sde)
         self.model = builders.build_model_from_config(config)
         self.tx = builders.build_optimizer(config.optim)
         t = config.training
+        self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+        sharding.check_batch_size(t.batch_size, self.mesh)
+        self.image_shape = data.image_shape(config.data)
+        self.score_kwargs = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
+        if self.task == "classifier":
+            self.loss_fn = self.sampler = None
+            self.step_fn = step_lib.classifier_train_step
+            self.step_kwargs = {"model": self.model, "sde": self.sde, "eps": t.eps}
+            return
         self.loss_fn = losses.get_loss_fn(
             self.sde,
             continuous=t.continuous,
@@ -56,14 +75,25 @@ class Experiment:
             eps=t.eps,
             num_scales=config.sde.num_scales,
         )
-        self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-        sharding.check_batch_size(t.batch_size, self.mesh)
-        self.image_shape = data.image_shape(config.data)
         builders.check_image_size(config)
         self.sampler = sampling.get_sampler(
             self.sde, config.sampling, (t.sample_batch_size, *self.image_shape)
         )
-        self.score_kwargs = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
+        self.step_fn = step_lib.train_step
+        self.step_kwargs = {
+            "model": self.model,
+            "sde": self.sde,
+            "loss_fn": self.loss_fn,
+            "num_classes": self.num_classes,
+            **self.score_kwargs,
+        }
+        if self.num_classes is not None:
+            self.step_kwargs["label_dropout"] = t.get("label_dropout", 0.0)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether batches must carry ``'label'`` (classifier or class-conditional model)."""
+        return self.num_classes is not None
 
     def init_state(self) -> TrainState:
         """A fresh state from ``config.seed`` (call under jit with output shardings)."""
@@ -72,14 +102,54 @@ class Experiment:
         params = self.model.init(init_key, x, jnp.ones((1,)), train=False)["params"]
         return create_state(params, self.tx, state_key)
 
-    def score_fn(self, params: Any):
-        """The score function of the network with ``params``, in eval mode."""
-        return network_score_fn(self.model, self.sde, params, **self.score_kwargs)
+    def score_fn(self, params: Any, class_labels: Any = None):
+        """The score function of the network with ``params``, in eval mode.
+
+        A class-conditional network is conditioned on ``class_labels`` (int ``[batch]``);
+        None gives its unconditional (null-label) score.
+        """
+        if self.task != "score":
+            raise ValueError(f"training.task={self.task!r} has no score function.")
+        return network_score_fn(
+            self.model, self.sde, params, class_labels=class_labels, **self.score_kwargs
+        )
+
+    def conditional_score_fn(self, params: Any):
+        """``score_fn(x, t, labels)`` of a class-conditional network with ``params`` (eval mode).
+
+        Raises:
+          ValueError: if the model is not a class-conditional score model.
+        """
+        if self.task != "score" or self.num_classes is None:
+            raise ValueError("model.num_classes is None: the score model is unconditional.")
+        return get_score_fn(
+            self.sde, self.model.apply, params, class_conditional=True, **self.score_kwargs
+        )
+
+    def snapshot_labels(self) -> Any:
+        """The classes of the snapshot grid (cycling 0, 1, ...), or None if unconditional."""
+        if self.num_classes is None:
+            return None
+        return jnp.arange(self.config.training.sample_batch_size) % self.num_classes
 
     @functools.cached_property
     def sample_fn(self):
-        """``sample_fn(key, params) -> SampleOutput``, jitted once per experiment."""
-        return jax.jit(lambda key, params: self.sampler(key, self.score_fn(params)))
+        """``sample_fn(key, params) -> SampleOutput``, jitted once per experiment.
+
+        A class-conditional model draws the classes of :meth:`snapshot_labels` (no guidance).
+        """
+        if self.sampler is None:
+            raise ValueError(f"training.task={self.task!r} does not sample.")
+        labels = self.snapshot_labels()
+        return jax.jit(lambda key, params: self.sampler(key, self.score_fn(params, labels)))
+
+    def eval_metrics(self, state: TrainState, batch: dict, key: Any) -> dict[str, Any]:
+        """Per-example eval metrics of the EMA parameters on ``batch`` (jit it)."""
+        if self.task == "classifier":
+            metrics = step_lib.classifier_eval_step(state, batch, key, **self.step_kwargs)
+            return {f"eval_{name}": value for name, value in metrics.items()}
+        kwargs = {k: v for k, v in self.step_kwargs.items() if k != "label_dropout"}
+        return {"eval_loss": step_lib.eval_step(state, batch, key, **kwargs)}
 
 
 def _check_finite(losses_by_step: np.ndarray, first_step: int) -> None:
@@ -107,20 +177,29 @@ def _on_sigterm() -> threading.Event:
     return event
 
 
+def _model_inputs(experiment: Experiment, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of a data batch the task's step reads: the image, and the label if needed."""
+    keys = ("image", "label") if experiment.needs_labels else ("image",)
+    return {key: batch[key] for key in keys}
+
+
 def _batches(experiment: Experiment, start_step: int):
-    """Yields this host's ``{'image': [n_jitted_steps, local_batch, H, W, C]}`` batches."""
+    """Yields this host's ``{'image': [n_jitted_steps, local_batch, H, W, C]}`` batches.
+
+    With ``'label': [n_jitted_steps, local_batch]`` when the task needs labels.
+    """
     t = experiment.config.training
     local = t.batch_size // jax.process_count()
     iterator = data.train_iterator(
         experiment.config.data, local, seed=experiment.config.seed, start_step=start_step
     )
     while True:
-        group = [next(iterator)["image"] for _ in range(t.n_jitted_steps)]
-        yield {"image": np.stack(group)}
+        group = [_model_inputs(experiment, next(iterator)) for _ in range(t.n_jitted_steps)]
+        yield jax.tree.map(lambda *arrays: np.stack(arrays), *group)
 
 
 class _EvalLoss:
-    """The EMA model's loss on successive eval batches (cycling through the split)."""
+    """The EMA model's eval metrics on successive eval batches (cycling through the split)."""
 
     def __init__(self, experiment: Experiment, state_shardings: Any):
         self.experiment = experiment
@@ -129,14 +208,7 @@ class _EvalLoss:
         self.iterator = None
         batch_sharding = sharding.batch_sharding(experiment.mesh)
         self.fn = jax.jit(
-            functools.partial(
-                eval_step,
-                model=experiment.model,
-                sde=experiment.sde,
-                loss_fn=experiment.loss_fn,
-                **experiment.score_kwargs,
-            ),
-            in_shardings=(state_shardings, batch_sharding, None),
+            experiment.eval_metrics, in_shardings=(state_shardings, batch_sharding, None)
         )
         self.batch_sharding = batch_sharding
 
@@ -152,10 +224,11 @@ class _EvalLoss:
                 self.iterator = None
         raise ValueError("the eval split has fewer examples than one batch")
 
-    def __call__(self, state: TrainState, step: int) -> float:
-        batch = sharding.global_batch({"image": self._next()["image"]}, self.batch_sharding)
+    def __call__(self, state: TrainState, step: int) -> dict[str, float]:
+        inputs = _model_inputs(self.experiment, self._next())
+        batch = sharding.global_batch(inputs, self.batch_sharding)
         key = jax.random.fold_in(jax.random.key(self.experiment.config.seed + 1), step)
-        return float(jnp.mean(self.fn(state, batch, key)))
+        return {name: float(jnp.mean(v)) for name, v in self.fn(state, batch, key).items()}
 
 
 def write_samples(
@@ -204,12 +277,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     step_fn = jax.jit(
         functools.partial(
             train_steps,
-            model=experiment.model,
-            sde=experiment.sde,
-            loss_fn=experiment.loss_fn,
+            step_fn=experiment.step_fn,
             tx=experiment.tx,
             ema_rate=config.model.ema_rate,
-            **experiment.score_kwargs,
+            **experiment.step_kwargs,
         ),
         in_shardings=(state_shardings, sharding.batch_sharding(mesh, leading_axes=1)),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
@@ -247,17 +318,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             fetched = jax.device_get(pending)
             losses_by_step = np.concatenate([m["loss"] for m in fetched])
             _check_finite(losses_by_step, pending_from + 1)
-            grad_norms = np.concatenate([m["grad_norm"] for m in fetched])
             writer.write_scalars(
-                step, {"loss": losses_by_step.mean(), "grad_norm": grad_norms.mean()}
+                step,
+                {name: np.concatenate([m[name] for m in fetched]).mean() for name in fetched[0]},
             )
             pending, pending_from = [], step
         if crossed(t.eval_freq) and config.eval.enable_loss:
-            writer.write_scalars(step, {"eval_loss": eval_loss(state, step)})
+            writer.write_scalars(step, eval_loss(state, step))
         preempted = stop.is_set() or ckpt.preemption.reached_preemption(step)
         if crossed(t.snapshot_freq) or step >= t.n_iters:
             ckpt.save(step, state, periodic=True)
-            if t.snapshot_sampling:
+            if t.snapshot_sampling and experiment.sampler is not None:
                 path = write_samples(experiment, state, step, workdir, writer)
                 logging.info("Wrote samples of step %d to %s.", step, path)
         elif crossed(t.snapshot_freq_for_preemption) or preempted:

@@ -1,0 +1,100 @@
+r"""Colorization: inpainting in a fixed orthogonal colour basis whose first axis is gray.
+
+The RGB channels of each pixel are rotated into the orthonormal basis (the rows of
+:data:`COLOR_BASIS`)
+
+.. math:: q_1 = \tfrac{1}{\sqrt3}(1, 1, 1), \quad q_2 = \tfrac{1}{\sqrt6}(2, -1, -1), \quad
+          q_3 = \tfrac{1}{\sqrt2}(0, 1, -1),
+
+so :math:`y = Q x` per pixel: :math:`y_1 = (r + g + b)/\sqrt3` is the gray level (up to the
+factor :math:`\sqrt3`) and :math:`y_2, y_3` carry the colour. A gray image of level v becomes
+:math:`(\sqrt3 v, 0, 0)`. Colorizing is inpainting of :math:`y_2, y_3` given :math:`y_1`
+(paper appendix I). Because Q is orthogonal and every SDE here is isotropic, the rotated data
+diffuse under the same SDE and their score is the rotated score, :math:`Q \nabla_x \log p_t`.
+The gray level is the plain mean of the three channels (not a luma weighting); the output's
+channel mean equals it up to float rounding.
+"""
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from sde_jax.controllable.inpainting import check_known, conditioned_sample, fixed_grid_sampler
+from sde_jax.sampling import SampleOutput
+from sde_jax.sdes import SDE
+from sde_jax.typing import Array, Data, Key, ScoreFn
+
+COLOR_BASIS = np.array(
+    [
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+        [2 / math.sqrt(6), -1 / math.sqrt(6), -1 / math.sqrt(6)],
+        [0.0, 1 / math.sqrt(2), -1 / math.sqrt(2)],
+    ]
+)
+"""Rows: the orthonormal colour basis; the first row is the gray axis."""
+
+
+def decouple(x: Data) -> Data:
+    """RGB ``[..., 3]`` to the colour basis: channel 0 gray, channels 1 and 2 colour."""
+    return jnp.einsum("...i,ji->...j", x, jnp.asarray(COLOR_BASIS, x.dtype))
+
+
+def couple(y: Data) -> Data:
+    """The inverse of :func:`decouple` (the transpose, the basis being orthonormal)."""
+    return jnp.einsum("...j,ji->...i", y, jnp.asarray(COLOR_BASIS, y.dtype))
+
+
+def decoupled_score(score_fn: ScoreFn) -> ScoreFn:
+    """The score of the rotated data: ``decouple(score_fn(couple(y), t))``."""
+
+    def score(y: Data, t: Array) -> Data:
+        return decouple(score_fn(couple(y), t))
+
+    return score
+
+
+def gray_channel(gray: Data) -> Data:
+    """Gray images ``[B, H, W, 1]`` (or three equal channels) to their first basis channel."""
+    gray = jnp.asarray(gray)
+    level = gray if gray.shape[-1] == 1 else jnp.mean(gray, axis=-1, keepdims=True)
+    return math.sqrt(3.0) * level
+
+
+def get_colorizer(sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32):
+    """Builds a colorizer from a config's sampling section (the original's get_pc_colorizer).
+
+    Args:
+      sde: the forward SDE.
+      config: the sampling section, as for ``sampling.get_sampler`` (a fixed-grid method).
+      shape: the batch shape of colour images, ``(batch, H, W, 3)``.
+      dtype: the floating dtype of the samples.
+
+    Returns:
+      A pure ``colorizer(key, score_fn, gray) -> SampleOutput(x, nfe, success)``: ``gray`` is
+      ``[batch, H, W, 1]`` or ``[batch, H, W, 3]`` with equal channels, in the model's data
+      space; ``score_fn`` is the RGB model's; ``x`` has ``shape`` and the mean of its channels
+      equals ``gray``.
+
+    Raises:
+      ValueError: if ``shape`` does not end in 3 channels, for an adaptive sampling method,
+        or (at call time) for a gray batch of the wrong shape.
+    """
+    if len(shape) < 2 or shape[-1] != 3:
+        raise ValueError(f"shape must be (batch, ..., 3) for colour images, got {shape!r}.")
+    base = fixed_grid_sampler(sde, config, shape, dtype, "colorization")
+    mask = jnp.asarray([1.0, 0.0, 0.0], dtype)
+
+    def colorizer(key: Key, score_fn: ScoreFn, gray: Data) -> SampleOutput:
+        gray_shape = tuple(jnp.shape(gray))
+        if gray_shape not in (shape, (*shape[:-1], 1)):
+            raise ValueError(
+                f"gray must have shape {(*shape[:-1], 1)} or {shape}, got {gray_shape}."
+            )
+        data = jnp.broadcast_to(gray_channel(gray).astype(dtype), shape) * mask
+        check_known("gray", data, mask, shape)
+        out = conditioned_sample(base, key, decoupled_score(score_fn), data, mask)
+        return out._replace(x=couple(out.x))
+
+    return colorizer
