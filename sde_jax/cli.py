@@ -67,7 +67,8 @@ def _setup() -> None:
     import jax
 
     if FLAGS.multihost:
-        if jax.default_backend() == "cpu" or FLAGS.coordinator_address:
+        # Asking for the backend initializes it, which jax.distributed forbids: ask last.
+        if FLAGS.coordinator_address or jax.default_backend() == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=FLAGS.coordinator_address,
