@@ -54,20 +54,22 @@ PEAK_TFLOPS = {
 }
 
 QUICK = {
+    "repeats": 2,
+    "sampler_cases": ("dpm_solver++ (2M)", "ode (adaptive RK45)"),
+    "sampler_steps": 8,
+    "train_size": "tiny",
+    "scaling_size": "tiny",
+    "device_counts": (1, 2),
+    "memory_batch": 2,
+}
+DEFAULT = {
     "repeats": 3,
-    "sampler_cases": ("pc: euler_maruyama", "dpm_solver++ (2M)", "ode (adaptive RK45)"),
+    "sampler_cases": None,  # all of benchmarks.samplers.CASES
     "sampler_steps": 12,
     "train_size": "tiny",
-    "device_counts": (1, 2, 4),
-    "memory_batch": 4,
-}
-FULL = {
-    "repeats": 5,
-    "sampler_cases": None,  # all of benchmarks.samplers.CASES
-    "sampler_steps": 20,
-    "train_size": "small",
+    "scaling_size": "tiny",
     "device_counts": (1, 2, 4, 8),
-    "memory_batch": 8,
+    "memory_batch": 4,
 }
 SAMPLER_NET = {"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}
 SAMPLER_SHAPE = (8, 16, 16, 3)
@@ -294,7 +296,7 @@ def scaling(settings: dict, log) -> tuple[list, list]:
     """The same step over simulated devices (subprocesses) and 2 local processes."""
     from benchmarks import training
 
-    size, repeats = settings["train_size"], settings["repeats"]
+    size, repeats = settings["scaling_size"], settings["repeats"]
     rows = []
     for devices in settings["device_counts"]:
         r = training.run_worker(devices, size, repeats)
@@ -423,7 +425,9 @@ BENCHMARKS = {
 }
 
 
-def report(machine: dict, summary: list, sections: dict, wall_s: float, mode: str) -> str:
+def report(
+    machine: dict, summary: list, sections: dict, wall_s: float, mode: str, note: str = ""
+) -> str:
     """The markdown report: machine, one summary table, then each benchmark's details."""
     lines = [
         f"# sde_jax benchmarks ({machine['backend']})",
@@ -431,6 +435,7 @@ def report(machine: dict, summary: list, sections: dict, wall_s: float, mode: st
         f"Produced by `python -m benchmarks.run{' --quick' if mode == 'quick' else ''}` in "
         f"{wall_s / 60:.1f} min. Ratios are measured side by side in one run; each figure is "
         "the median of the repeats.",
+        *(["", f"**Note:** {note}"] if note else []),
         "",
         *markdown_table(["machine", ""], [[k, v] for k, v in machine.items()]),
         "",
@@ -450,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="default benchmarks/RESULTS-BACKEND.md")
     parser.add_argument("--gpu", action="store_true", help="also the full-size GPU throughput")
     parser.add_argument("--only", default=None, help="comma-separated benchmark title words")
+    parser.add_argument("--note", default="", help="a remark printed under the title")
     args = parser.parse_args(argv)
-    settings = dict(QUICK if args.quick else FULL)
+    settings = dict(QUICK if args.quick else DEFAULT)
     backend = jax.default_backend()
     output = args.output or os.path.join("benchmarks", f"RESULTS-{backend}.md")
     benchmarks = dict(BENCHMARKS)
@@ -473,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         summary += rows
         sections[title] = details
     machine["load_average_end"] = round(os.getloadavg()[0], 2)
-    text = report(machine, summary, sections, time.perf_counter() - start, "quick" * args.quick)
+    wall_s = time.perf_counter() - start
+    text = report(machine, summary, sections, wall_s, "quick" * args.quick, args.note)
     with open(output, "w") as f:
         f.write(text)
     print(text)
