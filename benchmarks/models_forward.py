@@ -63,10 +63,47 @@ def _time(fn, args, repeats):
     return 1e3 * statistics.median(times)
 
 
-def measure(dtype, remat, batch, repeats, grad):
-    model = presets.ncsnpp_cifar10(dtype=dtype, remat=remat)
+def _model_and_inputs(dtype, remat, batch, model_kwargs):
+    model = presets.ncsnpp_cifar10(dtype=dtype, remat=remat, **(model_kwargs or {}))
     x = jax.random.uniform(jax.random.key(0), (batch, 32, 32, 3))
     sigmas = jnp.geomspace(0.01, 50.0, batch)
+    return model, x, sigmas
+
+
+def _mse_loss(model):
+    def loss(p, x, s):
+        out = model.apply(p, x, s, train=True, rngs={"dropout": jax.random.key(2)})
+        return jnp.mean((out * s[:, None, None, None] + x) ** 2)
+
+    return loss
+
+
+def grad_memory(dtype, remat, batch, model_kwargs=None):
+    """XLA's memory analysis of the compiled gradient, and the residuals JAX saves; no run.
+
+    Args:
+      dtype: the compute dtype (``jnp.float32`` or ``jnp.bfloat16``).
+      remat: rematerialize the residual blocks.
+      batch: images of 32x32x3.
+      model_kwargs: NCSN++ preset overrides (default: CIFAR-10 size).
+
+    Returns:
+      ``{'saved activations MiB', 'grad temp MiB', 'grad peak MiB', 'compile s'}``.
+    """
+    model, x, sigmas = _model_and_inputs(dtype, remat, batch, model_kwargs)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(1), x[:1], sigmas[:1], train=False))
+    params = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), params)
+    loss = _mse_loss(model)
+    row = {"saved activations MiB": _saved_activations_mib(loss, params, x, sigmas)}
+    start = time.perf_counter()
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, x, sigmas).compile()
+    row["compile s"] = time.perf_counter() - start
+    row["grad temp MiB"], row["grad peak MiB"] = _memory(compiled)
+    return row
+
+
+def measure(dtype, remat, batch, repeats, grad, model_kwargs=None):
+    model, x, sigmas = _model_and_inputs(dtype, remat, batch, model_kwargs)
     params = jax.jit(lambda: model.init(jax.random.key(1), x[:1], sigmas[:1], train=False))()
     row = {}
 
@@ -79,11 +116,7 @@ def measure(dtype, remat, batch, repeats, grad):
     row["fwd ms"] = _time(compiled, (params, x, sigmas), repeats)
     row["fwd temp MiB"], row["fwd peak MiB"] = _memory(compiled)
     if grad:
-
-        def loss(p, x, s):
-            out = model.apply(p, x, s, train=True, rngs={"dropout": jax.random.key(2)})
-            return jnp.mean((out * s[:, None, None, None] + x) ** 2)
-
+        loss = _mse_loss(model)
         row["saved activations MiB"] = _saved_activations_mib(loss, params, x, sigmas)
         start = time.perf_counter()
         compiled = jax.jit(jax.value_and_grad(loss)).lower(params, x, sigmas).compile()

@@ -32,13 +32,13 @@ CASES = [
 ]  # fmt: skip
 
 
-def make_score_fn(kind):
+def make_score_fn(kind, shape=SHAPE, small=SMALL):
     if kind == "ve":
-        sde, model = VESDE(), presets.ncsnpp_cifar10(dropout=0.0, **SMALL)
+        sde, model = VESDE(), presets.ncsnpp_cifar10(dropout=0.0, **small)
     else:
-        sde, model = VPSDE(), presets.ddpmpp_cifar10(dropout=0.0, **SMALL)
-    x = jnp.zeros(SHAPE)
-    params = model.init(jax.random.key(0), x, jnp.ones(SHAPE[0]), train=False)["params"]
+        sde, model = VPSDE(), presets.ddpmpp_cifar10(dropout=0.0, **small)
+    x = jnp.zeros(shape)
+    params = model.init(jax.random.key(0), x, jnp.ones(shape[0]), train=False)["params"]
     # Non-zero output layers, so the samples move as a trained model's would.
     params = jax.tree.map(
         lambda p: p + 0.02 * jax.random.normal(jax.random.key(1), p.shape), params
@@ -66,30 +66,61 @@ def median_time(fn, arg, repeats):
     return float(np.median(times))
 
 
+def measure(cases=CASES, shape=SHAPE, repeats=5, small=SMALL, log=print) -> list[dict]:
+    """Times each sampler against a bare scan of the same NFE; one dict per case.
+
+    Returns:
+      ``{'sampler', 'nfe', 'sampler_ms_per_nfe', 'scan_ms_per_nfe', 'ratio', 'success'}`` per
+      case, times the medians of ``repeats`` alternating runs.
+    """
+    rows = []
+    for name, kind, config in cases:
+        sde, score_fn = make_score_fn(kind, shape, small)
+        sampler = sampling.get_sampler(sde, config, shape)
+        run_sampler = jax.jit(lambda k, sampler=sampler, score_fn=score_fn: sampler(k, score_fn))
+        out = jax.block_until_ready(run_sampler(jax.random.key(0)))  # compile
+        nfe = int(out.nfe)
+        scan = bare_scan(score_fn, nfe)
+        jax.block_until_ready(scan(jnp.zeros(shape)))  # compile
+        sampler_times, scan_times = [], []
+        for _ in range(repeats):  # alternate, so both see the same machine load
+            sampler_times.append(median_time(run_sampler, jax.random.key(0), 1))
+            scan_times.append(median_time(scan, jnp.zeros(shape), 1))
+        t_sampler, t_scan = float(np.median(sampler_times)), float(np.median(scan_times))
+        rows.append(
+            {
+                "sampler": name,
+                "nfe": nfe,
+                "sampler_ms_per_nfe": 1e3 * t_sampler / nfe,
+                "scan_ms_per_nfe": 1e3 * t_scan / nfe,
+                "ratio": t_sampler / t_scan,
+                "success": bool(out.success),
+            }
+        )
+        log(f"{name:36s} nfe={nfe:4d} {t_sampler / t_scan:.3f}")
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown table lines of :func:`measure`'s rows."""
+    lines = [
+        "| sampler | NFE | ms / NFE (sampler) | ms / NFE (bare scan) | overhead ratio | success |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['sampler']} | {r['nfe']} | {r['sampler_ms_per_nfe']:.2f} | "
+        f"{r['scan_ms_per_nfe']:.2f} | {r['ratio']:.3f} | {r['success']} |"
+        for r in rows
+    ]
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    rows = []
-    for name, kind, config in CASES:
-        sde, score_fn = make_score_fn(kind)
-        sampler = sampling.get_sampler(sde, config, SHAPE)
-        run_sampler = jax.jit(lambda k, sampler=sampler, score_fn=score_fn: sampler(k, score_fn))
-        out = jax.block_until_ready(run_sampler(jax.random.key(0)))  # compile
-        nfe = int(out.nfe)
-        scan = bare_scan(score_fn, nfe)
-        jax.block_until_ready(scan(jnp.zeros(SHAPE)))  # compile
-        sampler_times, scan_times = [], []
-        for _ in range(args.repeats):  # alternate, so both see the same machine load
-            sampler_times.append(median_time(run_sampler, jax.random.key(0), 1))
-            scan_times.append(median_time(scan, jnp.zeros(SHAPE), 1))
-        t_sampler, t_scan = float(np.median(sampler_times)), float(np.median(scan_times))
-        ratio = t_sampler / t_scan
-        rows.append(
-            (name, nfe, 1e3 * t_sampler / nfe, 1e3 * t_scan / nfe, ratio, bool(out.success))
-        )
-        print(f"{name:36s} nfe={nfe:4d} {ratio:.3f}", flush=True)
+    rows = measure(repeats=args.repeats, log=lambda m: print(m, flush=True))
     lines = [
         "# Sampler overhead per network evaluation",
         "",
@@ -98,10 +129,8 @@ def main():
         f"Small NCSN++/DDPM++ (nf=32, ch_mult=(1,2,2), 1 block), batch {SHAPE}. "
         f"Median of {args.repeats} alternating repeats.",
         "",
-        "| sampler | NFE | ms / NFE (sampler) | ms / NFE (bare scan) | overhead ratio | success |",
-        "|---|---|---|---|---|---|",
+        *table(rows),
     ]
-    lines += [f"| {n} | {e} | {a:.2f} | {b:.2f} | {r:.3f} | {s} |" for n, e, a, b, r, s in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -1,6 +1,6 @@
 """Train-step cost against the bare forward+backward, and scaling over simulated devices.
 
-    python benchmarks/training.py [--out benchmarks/training.md]
+    python -m benchmarks.training [--out benchmarks/training.md]
 
 1. Overhead of the loop's step: the jitted ``train_step`` (loss, gradient, Adam with clipping,
    EMA) against ``jax.grad`` of the same loss alone, for NCSN++ at CIFAR-10 size (62.8M
@@ -21,9 +21,34 @@ import sys
 import time
 
 WORKER = "--worker"
+# NCSN++ preset overrides and the default global batch of each model size.
+SIZES = {
+    "full": ({}, 2),  # the preset's own sizes: NCSN++ CIFAR-10, 62.8M parameters
+    "small": ({"nf": 32, "ch_mult": (1, 2, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}, 16),
+    "tiny": ({"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (16,)}, 8),
+}
 
 
-def measure(devices: int, full_size: bool, repeats: int) -> dict:
+def measure(
+    devices: int,
+    size: str,
+    repeats: int,
+    batch: int | None = None,
+    dtype: str = "float32",
+) -> dict:
+    """Median seconds of the jitted train step and of ``jax.grad`` of its loss, side by side.
+
+    Args:
+      devices: the number of devices of the mesh (all this job's devices; recorded only).
+      size: a key of :data:`SIZES` (``'full'``: NCSN++ at CIFAR-10 size).
+      repeats: timed runs of each.
+      batch: the global batch; default: the size's.
+      dtype: the model's compute dtype.
+
+    Returns:
+      ``{'devices', 'processes', 'batch', 'step_s', 'grad_s', 'flops', 'params'}``; ``flops``
+      is XLA's cost analysis of the compiled step (all devices), None where unavailable.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -31,19 +56,19 @@ def measure(devices: int, full_size: bool, repeats: int) -> dict:
     from configs import default
     from sde_jax import builders, losses
     from sde_jax.models import presets
+    from sde_jax.platform import block_if_needed, must_block_each_step
     from sde_jax.training import sharding
     from sde_jax.training.state import create_state
     from sde_jax.training.step import network_score_fn, train_step
 
     sde = builders.build_sde(default.get_default_config().sde)
-    if full_size:
-        model, batch = presets.ncsnpp_cifar10(dropout=0.0), 2
-    else:
-        small = {"nf": 32, "ch_mult": (1, 2, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}
-        model, batch = presets.ncsnpp_cifar10(dropout=0.0, **small), 16
+    sizes, default_batch = SIZES[size]
+    batch = batch or default_batch
+    model = presets.ncsnpp_cifar10(dropout=0.0, dtype=jnp.dtype(dtype), **sizes)
     tx = builders.build_optimizer(default.get_default_config().optim)
     loss_fn = losses.get_loss_fn(sde)
     mesh = sharding.make_mesh(None, 1)
+    block = must_block_each_step()
 
     def init():
         params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.ones(1))["params"]
@@ -67,50 +92,113 @@ def measure(devices: int, full_size: bool, repeats: int) -> dict:
 
     grad = jax.jit(jax.grad(loss))
     x = np.random.default_rng(0).random((batch, 32, 32, 3), np.float32)
-    images = sharding.global_batch({"image": x}, sharding.batch_sharding(mesh))
-    state, _ = jax.block_until_ready(step(state, images))
+    rows = batch // jax.process_count()  # each process feeds its own rows
+    mine = x[jax.process_index() * rows : (jax.process_index() + 1) * rows]
+    images = sharding.global_batch({"image": mine}, sharding.batch_sharding(mesh))
+    compiled = step.lower(state, images).compile()
+    flops = step_flops(compiled)
+    state, _ = jax.block_until_ready(compiled(state, images))
     jax.block_until_ready(grad(state.params, images["image"]))
     step_times, grad_times = [], []
-    for _ in range(repeats):
+    for _ in range(repeats):  # alternate, so both see the same machine load
         start = time.perf_counter()
-        state, _ = jax.block_until_ready(step(state, images))
+        state, _ = jax.block_until_ready(block_if_needed(compiled(state, images), block))
         step_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         jax.block_until_ready(grad(state.params, images["image"]))
         grad_times.append(time.perf_counter() - start)
     return {
         "devices": devices,
+        "processes": jax.process_count(),
         "batch": batch,
         "step_s": float(np.median(step_times)),
         "grad_s": float(np.median(grad_times)),
+        "flops": flops,
+        "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
+        "device_kind": jax.devices()[0].device_kind,
+        "size": size,
+        "dtype": dtype,
     }
 
 
-def run_worker(devices: int, full_size: bool, repeats: int) -> dict:
-    env = {
+def step_flops(compiled) -> float | None:
+    """FLOPs of one call of a compiled program by XLA's cost analysis, or None."""
+    try:
+        analysis = compiled.cost_analysis()
+    except NotImplementedError:
+        return None
+    if isinstance(analysis, list | tuple):  # older jax: one dict per program
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def _worker_env(devices: int) -> dict:
+    return {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "PYTHONPATH": os.getcwd(),
     }
-    args = [sys.executable, __file__, WORKER, str(devices), str(int(full_size)), str(repeats)]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _worker_args(devices: int, size: str, repeats: int) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.training", WORKER, str(devices), size, str(repeats)]
+
+
+def run_worker(devices: int, size: str, repeats: int) -> dict:
+    """:func:`measure` in a fresh process with ``devices`` simulated CPU devices."""
+    args = _worker_args(devices, size, repeats)
+    out = subprocess.run(
+        args, env=_worker_env(devices), capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_processes(processes: int, size: str, repeats: int, logdir: str) -> dict:
+    """:func:`measure` as ``processes`` local processes (launch.local), 1 CPU device each."""
+    from launch import local
+
+    args = _worker_args(processes, size, repeats)
+    env = _worker_env(1)
+    env["JAX_PLATFORMS"] = "cpu"
+    code = local.run(args, processes, logdir, env=env, timeout=1200)
+    with open(os.path.join(logdir, "process_0.log")) as f:
+        text = f.read()
+    if code:
+        raise RuntimeError(f"the {processes}-process benchmark failed ({code}):\n{text[-3000:]}")
+    result = [line for line in text.splitlines() if line.startswith("{")][-1]
+    return json.loads(result)
+
+
+def worker_main(argv: list[str]) -> None:
+    """``--worker DEVICES SIZE REPEATS [--multihost ...]``: prints measure's JSON."""
+    devices, size, repeats = int(argv[0]), argv[1], int(argv[2])
+    flags = dict(a.lstrip("-").split("=", 1) for a in argv[3:] if "=" in a)
+    if "--multihost" in argv:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            flags["coordinator_address"], int(flags["num_processes"]), int(flags["process_id"])
+        )
+    result = measure(devices, size, repeats)
+    if "--multihost" not in argv or flags["process_id"] == "0":
+        print(json.dumps(result), flush=True)
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        devices, full_size, repeats = map(int, sys.argv[2:5])
-        print(json.dumps(measure(devices, bool(full_size), repeats)))
+        worker_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    full = run_worker(1, True, args.repeats)
+    full = run_worker(1, "full", args.repeats)
     print(full, flush=True)
     scaling = []
     for devices in (1, 2, 4, 8):
-        scaling.append(run_worker(devices, False, args.repeats + 2))
+        scaling.append(run_worker(devices, "small", args.repeats + 2))
         print(scaling[-1], flush=True)
     lines = [
         "# Training step",

@@ -67,9 +67,10 @@ def _setup() -> None:
     import jax
 
     if FLAGS.multihost:
-        # Asking for the backend initializes it, which jax.distributed forbids: ask last.
-        if FLAGS.coordinator_address or jax.default_backend() == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # CPU collectives across processes (used only by CPU devices; harmless on GPU/TPU).
+        # Not conditioned on jax.default_backend(): asking it would initialize the backends,
+        # after which jax.distributed.initialize refuses to run.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=FLAGS.coordinator_address,
             num_processes=FLAGS.num_processes,

@@ -1,0 +1,37 @@
+"""What every launcher shares: splitting ``[options] -- COMMAND`` and checking the command."""
+
+import sys
+
+# Flags a launcher sets on the training command itself; the user must not pass them.
+DISTRIBUTED_FLAGS = ("--multihost", "--coordinator_address", "--num_processes", "--process_id")
+
+
+def split_argv(argv: list[str] | None, prog: str) -> tuple[list[str], list[str]]:
+    """``[options] -- COMMAND ...`` -> (options, command); exits with usage if malformed."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        raise SystemExit(f"usage: python -m {prog} [options] -- COMMAND ...  (see --help)")
+    split = argv.index("--")
+    return argv[:split], argv[split + 1 :]
+
+
+def flag_names(command: list[str]) -> set[str]:
+    """The ``--name`` of every ``--name`` / ``--name=value`` argument of ``command``."""
+    return {arg.split("=", 1)[0] for arg in command if arg.startswith("--")}
+
+
+def check_command(command: list[str], reserved: tuple[str, ...]) -> None:
+    """Raises ValueError if ``command`` is empty or passes a flag the launcher sets itself.
+
+    Args:
+      command: the training command, e.g. ``["sde-jax", "train", "--config=..."]``.
+      reserved: the flags the launcher appends (``--multihost``, ``--workdir`` ...).
+    """
+    if not command:
+        raise ValueError("the command to run is empty: give it after '--'.")
+    clash = sorted(flag_names(command) & set(reserved))
+    if clash:
+        raise ValueError(
+            f"the command must not set {', '.join(clash)}: the launcher sets "
+            f"{', '.join(reserved)} itself; got {' '.join(command)!r}."
+        )
