@@ -104,7 +104,7 @@ def write_reference_stats(
     """
     params = inception.load_params(inception_path)
     split = data_config["train_split"] if split is None else split
-    feature_fn = jax.jit(inception.make_feature_fn(params))
+    feature_fn = inception.jit_feature_fn(inception.make_feature_fn(params))
     pool3, logits = dataset_features(data_config, feature_fn, batch_size, split, max_examples)
     stats = metrics.compute_stats(pool3)
     if jax.process_index() == 0:

@@ -348,6 +348,10 @@ def make_feature_fn(
 ) -> Callable[[Array], tuple[Array, Array]]:
     """``fn(images) -> (pool3 [B, 2048], logits [B, 1008])``, pure and jittable (not jitted).
 
+    The function is a :class:`jax.tree_util.Partial` holding ``params`` as pytree leaves, so
+    :func:`jit_feature_fn` passes the 24M weights to the compiled function as arguments instead
+    of baking them into it as constants.
+
     Args:
       params: from :func:`load_params` (or :func:`random_params` for tests).
       logits_bias: add ``softmax/biases`` to the logits; the Inception Score of the original
@@ -357,13 +361,24 @@ def make_feature_fn(
       A function of images ``[B, H, W, C]`` (C = 3, or 1 for gray) with values in [0, 255]
       (uint8 or float), any H and W; see :func:`preprocess`.
     """
-    model = InceptionV3(logits_bias=logits_bias)
+    return jax.tree_util.Partial(functools.partial(_features, logits_bias=logits_bias), params)
 
-    def feature_fn(images: Array) -> tuple[Array, Array]:
-        _check_images(images)
-        return model.apply({"params": params}, preprocess(images))
 
-    return feature_fn
+def _features(params: Params, images: Array, *, logits_bias: bool) -> tuple[Array, Array]:
+    _check_images(images)
+    return InceptionV3(logits_bias=logits_bias).apply({"params": params}, preprocess(images))
+
+
+def jit_feature_fn(feature_fn: Callable, **jit_kwargs) -> Callable[[Array], tuple[Array, Array]]:
+    """``jax.jit`` of a feature function, keeping the weights out of the compiled code.
+
+    The weights of a :func:`make_feature_fn` function become arguments of the compiled
+    function, not compile-time constants; any other function is jitted as it is.
+    """
+    if not isinstance(feature_fn, jax.tree_util.Partial):
+        return jax.jit(feature_fn, **jit_kwargs)
+    jitted = jax.jit(lambda fn, images: fn(images), **jit_kwargs)
+    return lambda images: jitted(feature_fn, images)
 
 
 def random_params(key: jax.Array) -> Params:

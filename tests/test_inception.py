@@ -138,6 +138,18 @@ def test_full_network_shapes_at_299():
     assert pool3.shape == (3, 2048) and logits.shape == (3, 1008)
 
 
+def test_jitted_feature_fn_takes_the_weights_as_arguments():
+    params = inception.unflatten_params(
+        {name: jax.ShapeDtypeStruct(shape, jnp.float32) for name, shape in EXPECTED.items()}
+    )
+    feature_fn = inception.make_feature_fn(params)
+    images = jax.ShapeDtypeStruct((2, 299, 299, 3), jnp.uint8)
+    # The traced call of jit_feature_fn: weights as inputs, no weight-sized constants.
+    closed = jax.make_jaxpr(lambda fn, x: fn(x))(feature_fn, images)
+    assert len(closed.jaxpr.invars) == len(EXPECTED) + 1
+    assert sum(np.size(c) for c in closed.consts) < 10_000
+
+
 def test_preprocess_matches_the_graph_ops():
     """TF1 resize_bilinear (the graph's ResizeBilinear node), then (x - 128) / 128."""
     images = np.random.default_rng(1).integers(0, 256, (2, 13, 21, 3)).astype(np.float32)

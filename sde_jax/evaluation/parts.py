@@ -5,7 +5,6 @@ and the Inception features; :mod:`sde_jax.evaluation.run` ties them together.
 """
 
 import functools
-import importlib.util
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import data, likelihood, sampling
+from sde_jax import data, inception, likelihood, sampling
 from sde_jax.evaluation import bpd as bpd_lib
 from sde_jax.evaluation import store
 from sde_jax.training import checkpoint, sharding
@@ -213,7 +212,7 @@ def _draw_fn(experiment: Experiment):
 
 def sharded_feature_fn(feature_fn: Callable, mesh) -> Callable[[np.ndarray], tuple]:
     """Runs ``feature_fn`` on a global batch (the same numpy array on every host), sharded."""
-    jitted = jax.jit(feature_fn, out_shardings=sharding.replicated(mesh))
+    jitted = inception.jit_feature_fn(feature_fn, out_shardings=sharding.replicated(mesh))
     batch_sharding = sharding.batch_sharding(mesh)
 
     def call(batch: np.ndarray):
@@ -226,8 +225,8 @@ def sharded_feature_fn(feature_fn: Callable, mesh) -> Callable[[np.ndarray], tup
 def load_quality_inputs(eval_config: ml_collections.ConfigDict) -> tuple[Any, Any] | None:
     """The Inception feature function and reference statistics the config names, or None.
 
-    None (with a logged reason) when the metrics modules are not installed or either path is
-    unset; a path that is set but missing fails at once, before any evaluation work.
+    None (with a logged reason) when either path is unset; a path that is set but missing
+    fails at once, before any evaluation work.
 
     Raises:
       FileNotFoundError: for a set ``eval.inception_path`` or ``eval.reference_stats`` that
@@ -245,21 +244,13 @@ def load_quality_inputs(eval_config: ml_collections.ConfigDict) -> tuple[Any, An
                     else "Compute it with `sde-jax fid-stats`, or leave it None to skip FID/IS/KID."
                 )
             )
-    missing = [m for m in ("metrics", "inception") if not _has_module(f"sde_jax.{m}")]
-    if missing:
-        logging.warning("Skipping FID/IS/KID: this sde_jax has no module(s) %s.", missing)
-        return None
     if inception_path is None or reference_path is None:
         logging.warning(
             "Skipping FID/IS/KID: set eval.inception_path (Inception weights) and "
             "eval.reference_stats (from `sde-jax fid-stats`) to compute them."
         )
         return None
-    from sde_jax import inception, metrics
+    from sde_jax import metrics
 
     feature_fn = inception.make_feature_fn(inception.load_params(inception_path))
     return feature_fn, metrics.load_reference_stats(reference_path)
-
-
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
