@@ -427,5 +427,9 @@ def eval_iterator(
                     [labels, np.zeros((batch_size - count,), np.int32)]
                 )
             yield padded
+        # Read the split to its end: destroying a tf.data iterator that still has prefetch
+        # and map threads running stalled the caller for up to a minute.
+        for _ in real:
+            pass
 
     return batches()
