@@ -95,7 +95,7 @@ def apply_objective(
         opt_state=opt_state,
         rng=jax.random.key_data(rng),
     )
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
 
 
 def train_step(
