@@ -1,10 +1,12 @@
-"""FIR resampling against its definition (upsample, pad, filter, downsample) in numpy."""
+"""FIR resampling against its definition (upsample, pad, filter, downsample) in numpy, and
+against the depthwise-convolution formulation it replaced."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import fir_depthwise
 from sde_jax.models import fir
 
 
@@ -154,3 +156,85 @@ def test_fused_resampling_convs_equal_the_unfused_pair_in_the_interior():
     np.testing.assert_allclose(up[:, 2:-2, 2:-2], 0.0, atol=1e-4)
     down = fir.conv_downsample_2d(x, w, k) - fir.downsample_2d(_conv_same(x, w), k)
     np.testing.assert_allclose(down[:, 1:-1, 1:-1], 0.0, atol=1e-4)
+
+
+RESAMPLERS = {
+    "up": lambda m, x, w, k: m.upsample_2d(x, k),
+    "down": lambda m, x, w, k: m.downsample_2d(x, k),
+    "up_conv": lambda m, x, w, k: m.upsample_conv_2d(x, w, k),
+    "conv_down": lambda m, x, w, k: m.conv_downsample_2d(x, w, k),
+}
+
+
+@pytest.mark.parametrize("kind", list(RESAMPLERS))
+@pytest.mark.parametrize("k", [(1, 3, 3, 1), (1, 1)])
+@pytest.mark.parametrize("channels", [1, 3, 5])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_slice_sums_equal_the_depthwise_convolution(kind, k, channels, dtype):
+    rng = np.random.default_rng(channels)
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, channels)), dtype)
+    w = jnp.asarray(rng.standard_normal((3, 3, channels, 4)) / 3, dtype)
+    new = RESAMPLERS[kind](fir, x, w, k)
+    old = RESAMPLERS[kind](fir_depthwise, x, w, k)
+    assert new.shape == old.shape and new.dtype == old.dtype == dtype
+    new, old = np.asarray(new, np.float64), np.asarray(old, np.float64)
+    scale = np.max(np.abs(old))
+    # float32: a few roundings of the output's scale; bfloat16: about one bfloat16 ulp.
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(new, old, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "pad0", "pad1"),
+    [(1, 1, 0, 0), (2, 1, -1, 2), (1, 2, 1, 1), (2, 2, 1, 2), (3, 1, 2, 0), (1, 3, -1, 1)],
+)
+def test_upfirdn_with_a_non_separable_kernel(x, up, down, pad0, pad1):
+    k = np.random.default_rng(3).random((3, 3))
+    out = fir.upfirdn_2d(jnp.asarray(x), k, up=up, down=down, pad0=pad0, pad1=pad1)
+    ref = np_upfirdn(x, k, up=up, down=down, pad0=pad0, pad1=pad1)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    old = fir_depthwise.upfirdn_2d(jnp.asarray(x), k.astype(np.float32), up, down, pad0, pad1)
+    np.testing.assert_allclose(out, old, rtol=1e-5, atol=1e-6)
+
+
+def _primitives(fn, *args):
+    return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns}
+
+
+def test_fir_filtering_runs_without_convolutions(x):
+    # The point of the formulation: XLA:CPU runs depthwise convolutions 10-100x slower, and
+    # slower still inside loops (benchmarks/models_in_loops.py).
+    xj = jnp.asarray(x)
+    for fn in (
+        lambda v: fir.upsample_2d(v, (1, 3, 3, 1)),
+        lambda v: fir.downsample_2d(v, (1, 3, 3, 1)),
+    ):
+        assert "conv_general_dilated" not in _primitives(fn, xj)
+    w = jnp.ones((3, 3, 3, 4))
+    prims = [
+        str(e.primitive)
+        for e in jax.make_jaxpr(fir.conv_downsample_2d, static_argnums=2)(
+            xj, w, (1, 3, 3, 1)
+        ).jaxpr.eqns
+    ]
+    assert prims.count("conv_general_dilated") == 1  # only the 3x3 convolution itself
+
+
+def test_fir_in_a_loop_equals_fir_alone(x):
+    xj = jnp.asarray(x)
+    k = (1, 3, 3, 1)
+
+    def step(v, _):
+        return fir.downsample_2d(fir.upsample_2d(v, k), k), None
+
+    looped, _ = jax.jit(lambda v: jax.lax.scan(step, v, None, 3))(xj)
+    alone = xj
+    for _ in range(3):
+        alone = jax.jit(lambda v: step(v, None)[0])(alone)
+    np.testing.assert_allclose(looped, alone, rtol=1e-6, atol=1e-6)
+
+
+def test_upfirdn_rejects_an_empty_output(x):
+    with pytest.raises(ValueError, match="no output"):
+        fir.upfirdn_2d(jnp.asarray(x), np.ones(9), pad0=0, pad1=0)
