@@ -201,6 +201,9 @@ _E = (
     22 / 525,
     -1 / 40,
 )
+_STAGES = 7
+# The tableau as one (6, 7) array, row i the coefficients of stages 1..7 for stage i+2.
+_TABLEAU = tuple(tuple(row) + (0.0,) * (_STAGES - len(row)) for row in _A)
 _ERROR_ORDER = 5  # the local error of the embedded 4th-order solution is O(h^5)
 
 # PI controller (Gustafsson; the constants Hairer & Wanner use for DOPRI5): on acceptance
@@ -254,14 +257,38 @@ def _scaled(tree: PyTree, y_a: PyTree, y_b: PyTree, rtol: float, atol: float) ->
     )
 
 
-def _initial_step(fn, t0, y0, f0, direction, span, rtol, atol):
-    """Hairer, Nørsett & Wanner (1993, II.4) starting step; one extra evaluation of ``fn``."""
+def _probe_step(y0, f0, direction, span, rtol, atol):
+    """The heuristic's first guess ``h0`` and the point it probes (Hairer et al., II.4)."""
     d0 = _rms(_scaled(y0, y0, y0, rtol, atol))
     d1 = _rms(_scaled(f0, y0, y0, rtol, atol))
-    h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).astype(t0.dtype)
+    h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).astype(span.dtype)
     # Never probe fn outside [t0, t1]: it may not be defined there.
     h0 = jnp.minimum(h0, span)
-    f1 = fn(t0 + direction * h0, _axpy(y0, direction * h0, (1.0,), (f0,)))
+    return h0, d1, _axpy(y0, direction * h0, (1.0,), (f0,))
+
+
+def _start(fn, t0, y0, direction, span, rtol, atol, heuristic: bool):
+    """``(f0, h)``: ``fn(t0, y0)`` and the starting step (None unless ``heuristic``).
+
+    The step is Hairer, Nørsett & Wanner's (1993, II.4) heuristic. It needs ``fn`` at a second
+    point that depends on ``f0``; both evaluations run in one two-iteration ``lax.scan``, so
+    the program holds one more copy of ``fn``, not two.
+    """
+    if not heuristic:
+        return fn(t0, y0), None
+
+    def evaluate(f0, first):
+        h0, _, y1 = _probe_step(y0, f0, direction, span, rtol, atol)
+        t = jnp.where(first, t0, t0 + direction * h0)
+        y = jax.tree.map(lambda a, b: jnp.where(first, a, b), y0, y1)
+        f = fn(t, y)
+        return jax.tree.map(lambda a, b: jnp.where(first, a, b), f, f0), f
+
+    zeros = jax.eval_shape(fn, t0, y0)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    f0, both = jax.lax.scan(evaluate, zeros, jnp.array([True, False]))
+    f1 = jax.tree.map(lambda b: b[1], both)
+    h0, d1, _ = _probe_step(y0, f0, direction, span, rtol, atol)
     diff = jax.tree.map(lambda a, b: a - b, f1, f0)
     d2 = _rms(_scaled(diff, y0, y0, rtol, atol)) / h0
     d12 = jnp.maximum(d1, d2)
@@ -271,22 +298,46 @@ def _initial_step(fn, t0, y0, f0, direction, span, rtol, atol):
         (0.01 / d12) ** (1.0 / _ERROR_ORDER),
     ).astype(t0.dtype)
     h = jnp.minimum(100.0 * h0, h1)
-    return jnp.where(jnp.isfinite(h) & (h > 0), h, h0)
+    return f0, jnp.where(jnp.isfinite(h) & (h > 0), h, h0)
+
+
+def _combine(y: PyTree | None, h: Array, coeffs: Array, ks: tuple[PyTree, ...]) -> PyTree:
+    """``y + h * sum_j coeffs[j] * ks[j]`` (without ``y`` if None); ``coeffs`` an array."""
+
+    def leaf(y_leaf, *k_leaves):
+        dtype = k_leaves[0].dtype if y_leaf is None else y_leaf.dtype
+        c = coeffs.astype(dtype)
+        acc = h.astype(dtype) * sum(c[j] * k for j, k in enumerate(k_leaves))
+        return acc if y_leaf is None else (y_leaf + acc).astype(dtype)
+
+    if y is None:
+        return jax.tree.map(lambda *k: leaf(None, *k), *ks)
+    return jax.tree.map(leaf, y, *ks)
 
 
 def _dopri_attempt(fn, t, y, k1, h, rtol, atol):
     """One trial step of size ``h`` from ``(t, y)``, given ``k1 = fn(t, y)``.
 
+    The six stages run in a ``lax.fori_loop`` over the rows of the tableau, so the program
+    holds one copy of ``fn`` (a network, or its jvp) instead of six: compilation takes a
+    fraction of the time, and each evaluation costs the same. The stages stay separate
+    arrays (no stacked buffer), so a sharded batch keeps its sharding.
+
     Returns the fifth-order state, ``fn`` there (the next step's ``k1``) and the error norm.
     """
-    ks = (k1,)
-    for c, a in zip(_C[:-1], _A[:-1], strict=True):
-        ks = (*ks, fn(t + c * h, _axpy(y, h, a, ks)))
+    zero = jax.tree.map(jnp.zeros_like, k1)
+    tableau, nodes = jnp.asarray(_TABLEAU), jnp.asarray(_C)
+
+    def stage(i, ks):
+        k = fn(t + nodes[i].astype(t.dtype) * h, _combine(y, h, tableau[i], ks))
+        put = lambda j, old: jax.tree.map(lambda a, b: jnp.where(i + 1 == j, a, b), k, old)  # noqa: E731
+        return tuple(put(j, old) if j > 0 else old for j, old in enumerate(ks))
+
+    ks = jax.lax.fori_loop(0, _STAGES - 1, stage, (k1,) + (zero,) * (_STAGES - 1))
     # The last row of the tableau is the fifth-order solution; its stage is f at the new
     # point, which the next step reuses as its first stage.
-    y_new = _axpy(y, h, _A[-1], ks)
-    ks = (*ks, fn(t + h, y_new))
-    err = _rms(_scaled(_axpy(None, h, _E, ks), y, y_new, rtol, atol))
+    y_new = _combine(y, h, tableau[-1], ks)
+    err = _rms(_scaled(_combine(None, h, jnp.asarray(_E), ks), y, y_new, rtol, atol))
     return y_new, ks[-1], jnp.where(jnp.isfinite(err), err, jnp.inf)
 
 
@@ -362,10 +413,8 @@ def solve_adaptive(
     direction = jnp.where(t1 >= t0, 1.0, -1.0).astype(time_dtype)
     span = jnp.abs(t1 - t0)
 
-    f0 = fn(t0, y0)
-    if first_step is None:
-        h_abs = _initial_step(fn, t0, y0, f0, direction, span, rtol, atol)
-    else:
+    f0, h_abs = _start(fn, t0, y0, direction, span, rtol, atol, heuristic=first_step is None)
+    if first_step is not None:
         h_abs = jnp.asarray(first_step, time_dtype)
     h_abs = jnp.minimum(h_abs, span)
     start_ok = jnp.isfinite(_rms(f0))
