@@ -1,25 +1,117 @@
-"""Image grids and PNG files, for sample snapshots people look at rather than read."""
+"""Image grids and PNG files, for sample snapshots people look at rather than read.
+
+Every PNG grid sde_jax writes (training snapshots, ``sample``, ``evaluate``, class grids, the
+controllable tasks) and every TensorBoard sample image comes from :func:`image_grid`, which
+enlarges small grids to a size a person can see: the whole grid, separators included, is
+upscaled by one integer factor with nearest neighbour (each pixel becomes an ``f x f`` block),
+so the picture is the raw grid, only bigger, and the black lines keep their proportion to the
+tiles. The ``.npz`` sample files keep the raw resolution.
+"""
 
 import math
 import os
 
 import numpy as np
 import tensorflow as tf
+from jaxtyping import Float, UInt8
+
+MIN_TILE = 32
+MIN_WIDTH = 512
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
-    """Tiles ``[n, H, W, C]`` images with values in [0, 1] into one uint8 ``[H', W', C]`` image.
+def _check_int(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def viewing_factor(
+    tile_size: tuple[int, int], width: int, min_tile: int = MIN_TILE, min_width: int = MIN_WIDTH
+) -> int:
+    r"""The smallest integer upscale factor that makes a grid comfortable to look at.
+
+    .. math:: f = \max\left(1, \lceil m_t / \min(h, w) \rceil, \lceil m_w / W \rceil\right)
+
+    so every tile (``h x w``) is at least ``min_tile`` (:math:`m_t`) pixels per side and the
+    grid at least ``min_width`` (:math:`m_w`) pixels wide; grids that already are get ``f = 1``.
+
+    Args:
+      tile_size: ``(h, w)``, the pixel size of one image of the grid.
+      width: the pixel width ``W`` of the whole grid, separators included.
+      min_tile: the smallest side a tile may have after upscaling.
+      min_width: the smallest width the grid may have after upscaling.
+
+    Returns:
+      The factor ``f >= 1``.
+
+    Raises:
+      ValueError: if a size is not a positive integer.
+    """
+    if len(tile_size) != 2:
+        raise ValueError(f"tile_size must be (height, width), got {tile_size!r}.")
+    for name, value in (("tile_size[0]", tile_size[0]), ("tile_size[1]", tile_size[1])):
+        _check_int(name, value, 1)
+    _check_int("width", width, 1)
+    _check_int("min_tile", min_tile, 1)
+    _check_int("min_width", min_width, 1)
+    return max(1, math.ceil(min_tile / min(tile_size)), math.ceil(min_width / width))
+
+
+def upscale_nearest(image: UInt8[np.ndarray, "h w c"], factor: int) -> UInt8[np.ndarray, "H W c"]:
+    """Nearest-neighbour upscaling of an ``[h, w, c]`` image: each pixel becomes a block.
+
+    Args:
+      image: the image, any dtype (kept).
+      factor: the integer scale ``f``; the result is ``[f h, f w, c]``.
+
+    Returns:
+      The image with ``result[i, j] == image[i // f, j // f]``.
+
+    Raises:
+      ValueError: if ``image`` is not 3-dimensional or ``factor`` is not a positive integer.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape [h, w, c], got {image.shape}.")
+    _check_int("factor", factor, 1)
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def image_grid(
+    images: Float[np.ndarray, "n h w c"],
+    columns: int | None = None,
+    padding: int = 1,
+    min_tile: int = MIN_TILE,
+    min_width: int = MIN_WIDTH,
+) -> UInt8[np.ndarray, "H W c"]:
+    """Tiles ``[n, h, w, c]`` images with values in [0, 1] into one uint8 image to look at.
+
+    The raw grid (``padding`` black pixels around and between the tiles) is upscaled by
+    :func:`viewing_factor` with :func:`upscale_nearest`, so each tile is at least ``min_tile``
+    pixels per side and the grid at least ``min_width`` wide: 64 16x16 digits (137 pixels
+    raw) become a 548-pixel grid of 64x64 tiles, 256 CIFAR-10 images (529 pixels) stay as they
+    are. ``min_tile=1, min_width=1`` gives the raw grid.
 
     Args:
       images: the images; values outside [0, 1] are clipped.
       columns: images per row; default ``ceil(sqrt(n))``.
-      padding: pixels of black between images.
+      padding: pixels of black between images, before upscaling.
+      min_tile: the smallest tile side of the result.
+      min_width: the smallest width of the result.
+
+    Returns:
+      The grid, uint8 with the channels ``c`` of ``images``.
+
+    Raises:
+      ValueError: for images not of shape [n, h, w, c] with n >= 1, or a size argument that is
+        not an integer in range.
     """
     images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [n, H, W, C], got {images.shape}.")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape [n, h, w, c] with n >= 1, got {images.shape}.")
     n, h, w, c = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
+    columns = math.ceil(math.sqrt(n)) if columns is None else columns
+    _check_int("columns", columns, 1)
+    _check_int("padding", padding, 0)
     rows = math.ceil(n / columns)
     grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding, c))
     for i, image in enumerate(images):
@@ -28,10 +120,11 @@ def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1)
             padding + (i % columns) * (w + padding),
         )
         grid[top : top + h, left : left + w] = image
-    return np.round(grid * 255).astype(np.uint8)
+    grid = np.round(grid * 255).astype(np.uint8)
+    return upscale_nearest(grid, viewing_factor((h, w), grid.shape[1], min_tile, min_width))
 
 
-def save_png(path: str, image: np.ndarray) -> None:
+def save_png(path: str, image: UInt8[np.ndarray, "h w c"]) -> None:
     """Writes a uint8 ``[H, W, C]`` image (C = 1 or 3) to ``path`` (local or bucket URL)."""
     directory = os.path.dirname(path)
     if directory:

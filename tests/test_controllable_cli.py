@@ -70,7 +70,8 @@ def test_inpaint_colorize_interpolate_write_grids(workdir):
     )
     assert path.shape == (2, 3, 16, 16, 3)
     grid = tf.io.decode_png(tf.io.read_file(f"{out}/interpolate.png")).numpy()
-    assert grid.shape == (2 * 17 + 1, 5 * 17 + 1, 3)  # a row per pair: ends and 3 points
+    # A row per pair (ends and 3 points): 35 x 86 px raw, upscaled by 6 to reach 512 px wide.
+    assert grid.shape == (6 * (2 * 17 + 1), 6 * (5 * 17 + 1), 3)
 
 
 def test_cli_inpaint_runs_and_validates_the_mask(workdir):

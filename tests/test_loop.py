@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from configs import default
 from sde_jax import evaluation
@@ -50,6 +51,9 @@ def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_pa
     ckpt.close()
     samples = sorted(os.listdir(tmp_path / "straight" / "samples"))
     assert samples == ["step_00000004.png", "step_00000006.png"]
+    first = str(tmp_path / "straight" / "samples" / samples[0])
+    snapshot = tf.io.decode_png(tf.io.read_file(first))
+    assert snapshot.shape == (513, 513, 1)  # 4 8x8 digits, 2 columns: 19 px upscaled by 27
     assert any("events" in f for f in os.listdir(tmp_path / "straight" / "tensorboard"))
 
     # `sde-jax sample`: the EMA weights of the newest checkpoint, written after every batch.
@@ -58,7 +62,9 @@ def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_pa
     stored = np.load(out)
     assert stored["samples"].shape == (6, 8, 8, 1) and stored["samples"].dtype == np.uint8
     np.testing.assert_array_equal(stored["samples"], samples)
-    assert int(stored["step"]) == 6 and (tmp_path / "samples.png").exists()
+    assert int(stored["step"]) == 6
+    grid = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples.png")))
+    assert grid.shape == (19 * 19, 19 * 28, 1)  # 6 digits, 3 columns: 19 x 28 px, factor 19
 
     # Stop after 4 steps, then resume to 6: same data position and RNG stream, same result.
     loop.train(tiny_config(4), str(tmp_path / "resumed"))
