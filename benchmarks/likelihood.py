@@ -134,7 +134,7 @@ def evaluation_cost(sde, score_fn, x):
     return {"forward": fwd, "jvp": aug, "vjp": vjp}
 
 
-def host_scipy_solver(sde, score_fn, x, probe, design):
+def host_scipy_solver(sde, score_fn, x, probe, design, tol=TOL):
     """scipy RK45 on the host; every right-hand side evaluation round-trips through numpy.
 
     design:
@@ -182,7 +182,7 @@ def host_scipy_solver(sde, score_fn, x, probe, design):
     fun(EPS, y0)  # compile outside the timing
 
     def solve():
-        sol = integrate.solve_ivp(fun, (EPS, sde.T), y0, method="RK45", rtol=TOL, atol=TOL)
+        sol = integrate.solve_ivp(fun, (EPS, sde.T), y0, method="RK45", rtol=tol, atol=tol)
         z = sol.y[:size, -1].reshape(shape)
         logp = np.asarray(sde.prior_logp(jnp.asarray(z))) + sol.y[size:, -1]
         return sol.nfev, logp

@@ -1,9 +1,13 @@
 """Runs every benchmark and writes one markdown report with the machine it ran on.
 
-    python -m benchmarks.run [--quick] [--output=benchmarks/RESULTS-cpu.md] [--gpu]
+    python -m benchmarks.run [--quick] [--output=benchmarks/RESULTS-cpu.md] [--gpu] [--original=F.json]
 
 Measured side by side in one run, each figure the median of ``--repeats`` runs:
 
+- networks inside loops (benchmarks/models_in_loops.py): the parity-fixture NCSN++ (FIR) and
+  DDPM++ jitted alone, inside ``lax.scan``/``lax.while_loop``, inside each sampler and the
+  likelihood solve; the FIR formulations; compile times; with ``--original``, the ratio to
+  the original score_sde code's figures measured separately on the same machine;
 - sampler overhead per network evaluation (benchmarks/samplers.py): each sampler's time per
   evaluation over a bare ``lax.scan`` making the same evaluations;
 - likelihood (benchmarks/likelihood.py): one augmented-ODE evaluation (drift + jvp divergence)
@@ -26,6 +30,7 @@ that the whole run takes a few minutes on 2 cores (``--quick``: smaller still).
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -61,6 +66,7 @@ QUICK = {
     "scaling_size": "tiny",
     "device_counts": (1, 2),
     "memory_batch": 2,
+    "loop_steps": 8,
 }
 DEFAULT = {
     "repeats": 3,
@@ -70,6 +76,7 @@ DEFAULT = {
     "scaling_size": "tiny",
     "device_counts": (1, 2, 4, 8),
     "memory_batch": 4,
+    "loop_steps": 20,
 }
 SAMPLER_NET = {"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}
 SAMPLER_SHAPE = (8, 16, 16, 3)
@@ -416,7 +423,20 @@ def gpu_throughput(
     return summary, details
 
 
+def models_in_loops(settings: dict, log) -> tuple[list, list]:
+    """Networks inside loops, samplers and the likelihood solve; compile times; FIR."""
+    from benchmarks import models_in_loops as mil
+
+    original = None
+    if settings.get("original"):
+        with open(settings["original"]) as f:
+            original = json.load(f)
+    results = mil.measure(settings["loop_steps"], settings["repeats"], log=log)
+    return mil.summary_rows(results, original), mil.details(results, original)
+
+
 BENCHMARKS = {
+    "Networks inside loops, samplers and the likelihood solve": models_in_loops,
     "Sampler overhead per network evaluation": sampler_overhead,
     "Likelihood cost per evaluation": likelihood_costs,
     "Train step": train_step_cost,
@@ -456,8 +476,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", action="store_true", help="also the full-size GPU throughput")
     parser.add_argument("--only", default=None, help="comma-separated benchmark title words")
     parser.add_argument("--note", default="", help="a remark printed under the title")
+    parser.add_argument(
+        "--original",
+        default=None,
+        help="JSON of the original score_sde code's figures on the parity fixtures, measured "
+        "separately on this machine (see benchmarks/models_in_loops.py)",
+    )
     args = parser.parse_args(argv)
-    settings = dict(QUICK if args.quick else DEFAULT)
+    settings = dict(QUICK if args.quick else DEFAULT, original=args.original)
     backend = jax.default_backend()
     output = args.output or os.path.join("benchmarks", f"RESULTS-{backend}.md")
     benchmarks = dict(BENCHMARKS)

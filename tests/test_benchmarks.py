@@ -95,3 +95,50 @@ def test_train_step_flops_grow_with_the_batch():
     two_images = f4 - f2
     fixed = f2 - two_images
     assert two_images > 0 and 0 < fixed < 0.1 * f2
+
+
+def _loop_results():
+    rows = {
+        "forward": {"ms": 10.0, "nfe": None},
+        "lax.scan": {"ms": 8.0, "nfe": None},
+        "pc (reverse diffusion + langevin)": {"ms": 10.5, "nfe": 40},
+        "likelihood solve (per evaluation)": {"ms": 15.0, "nfe": 100},
+    }
+    for row in rows.values():
+        row["ratio"] = row["ms"] / 10.0
+    network = {
+        "rows": rows,
+        "compile_s": {"forward": 2.0, "train step": 9.0},
+        "likelihood": {
+            "nfe": 100, "original_nfe": 98, "ms_per_nfe": 15.0, "augmented_ms": 20.0,
+            "original_ms_per_nfe": 33.0, "compile_s": 5.0,
+        },
+        "forward_ms": 10.0,
+    }  # fmt: skip
+    fir_row = {"function": "upsample_2d", "slices_alone_ms": 0.2, "slices_loop_ms": 3.0}
+    fir_row |= {"depthwise_alone_ms": 7.0, "depthwise_loop_ms": 150.0}
+    return {
+        "networks": {"ncsnpp_ve": network},
+        "before_after": {"now": {"forward_ms": 9.0, "pc_ms_per_nfe": 7.0}},
+        "fir": [fir_row],
+        "num_steps": 20,
+    }
+
+
+def test_models_in_loops_summary():
+    from benchmarks import models_in_loops as mil
+
+    original = {"ncsnpp_ve": {"pc_sampler": {"ms_per_nfe": 14.0, "compile_s": 6.0}}}
+    original["ncsnpp_ve"]["score_fn"] = {"ms_per_call_median": 20.0}
+    rows = {row[1]: row for row in mil.summary_rows(_loop_results(), original)}
+    worst = rows["NCSN++ (FIR), VE: per evaluation in loops and samplers / forward alone (max)"]
+    # The worst loop is the sampler (1.05); the likelihood is compared with its own evaluation.
+    assert worst[2] == pytest.approx(1.05) and worst[3].startswith("pc (reverse")
+    assert "0.75" in worst[3]
+    lik = rows["NCSN++ (FIR), VE: likelihood, original design / sde_jax, time per evaluation"]
+    assert lik[2] == pytest.approx(33.0 / 15.0)
+    vs = rows["NCSN++ (FIR), VE: PC sampler ms per evaluation, sde_jax / original score_sde"]
+    assert vs[2] == pytest.approx(10.5 / 14.0)
+    assert rows["NCSN++ (FIR), VE: slowest compile (s)"][2:] == [9.0, "train step"]
+    text = "\n".join(mil.details(_loop_results(), original))
+    assert "| upsample_2d | 0.2 | 3 | 7 | 150 |" in text and "2.20x ours at equal NFE" in text
