@@ -186,9 +186,10 @@ def train_steps(
     """Several steps in one call (the original's ``n_jitted_steps``), over axis 0 of ``batches``.
 
     The steps are unrolled in the traced program rather than run by ``lax.scan``: XLA:CPU
-    (jaxlib 0.10) computes convolution gradients inside a loop about 50x slower than outside
-    one, and ``n_jitted_steps`` is small (the original used 5), so unrolling costs little
-    compile time on any platform.
+    (jaxlib 0.10) computes convolution gradients inside a loop several times slower than
+    outside one (five steps of the parity-fixture DDPM++ at batch 8: 819 ms scanned, 131 ms
+    unrolled), and ``n_jitted_steps`` is small (the original used 5), so unrolling costs
+    little compile time on any platform.
 
     Args:
       state: the train state.
