@@ -405,19 +405,7 @@ def details(results: dict, original: dict | None = None) -> list[str]:
         f"### FIR functions, kernel [1, 3, 3, 1]: alone, and {FIR_LOOP} chained calls in one "
         "`lax.fori_loop` (ms for the whole loop)",
         "",
-        *_table(
-            ["function", "slices alone", "slices loop", "depthwise alone", "depthwise loop"],
-            [
-                [
-                    r["function"],
-                    r["slices_alone_ms"],
-                    r["slices_loop_ms"],
-                    r["depthwise_alone_ms"],
-                    r["depthwise_loop_ms"],
-                ]
-                for r in results["fir"]
-            ],
-        ),
+        *fir_table(results["fir"], (original or {}).get("fir")),
     ]
     if original:
         lines += ["", "### Against the original score_sde code", "", original_note(original), ""]
@@ -454,6 +442,19 @@ def details(results: dict, original: dict | None = None) -> list[str]:
             rows,
         )
     return lines
+
+
+def fir_table(rows: list[dict], original: dict | None) -> list[str]:
+    """The FIR functions' table, with the original's columns when its figures are given."""
+    header = ["function", "slices alone", "slices loop", "depthwise alone", "depthwise loop"]
+    keys = ["slices_alone_ms", "slices_loop_ms", "depthwise_alone_ms", "depthwise_loop_ms"]
+    body = [[r["function"], *(r[k] for k in keys)] for r in rows]
+    if original:
+        header += ["original alone", "original loop"]
+        for row, r in zip(body, rows, strict=True):
+            theirs = original.get(r["function"].split()[0], {})
+            row += [theirs.get("single_ms_median"), theirs.get("loop20_ms_median")]
+    return _table(header, body)
 
 
 def original_note(original: dict) -> str:

@@ -1,6 +1,6 @@
 """Runs every benchmark and writes one markdown report with the machine it ran on.
 
-    python -m benchmarks.run [--quick] [--output=benchmarks/RESULTS-cpu.md] [--gpu] [--original=F.json]
+    python -m benchmarks.run [--quick] [--output=FILE.md] [--gpu] [--original=FILE.json]
 
 Measured side by side in one run, each figure the median of ``--repeats`` runs:
 
