@@ -1,7 +1,11 @@
-"""Where config sections become objects.
+"""Where config sections become objects: the one module at the edge that reads configs.
 
-SDEs here; models in ``sde_jax.models.build_model``; samplers in
-``sde_jax.sampling.get_sampler``.
+SDEs, models (through ``sde_jax.models.build_model``), optimizers, and the sampling section:
+:func:`get_sampler` turns the original score_sde's sampling keys (method, predictor,
+corrector, ...) into the objects of :mod:`sde_jax.sampling` (a stepper, a grid, a final step),
+and the ``*_from_config`` functions do the same for the controllable builders of
+:mod:`sde_jax.controllable`, which themselves take objects. The library below this module
+never sees a config; the CLI, training and evaluation call these.
 """
 
 from collections.abc import Mapping
@@ -9,10 +13,25 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 
+from sde_jax import controllable, grids, ode, sampling
 from sde_jax.models import build_model
 from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE
+from sde_jax.steppers import (
+    AncestralSampling,
+    AnnealedLangevin,
+    DPMSolverPP2M,
+    EulerMaruyama,
+    Langevin,
+    NoCorrector,
+    NoPredictor,
+    PredictorCorrector,
+    ProbabilityFlow,
+    ReverseDiffusion,
+)
 
 SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
 """SDE classes by the original's ``training.sde`` names."""
@@ -98,3 +117,198 @@ def check_image_size(config: Mapping[str, Any]) -> None:
             f"data.image_size={size} must be divisible by 2^(len(model.ch_mult) - 1) = {factor} "
             f"for model.ch_mult={ch_mult}."
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The sampling section: the original's key names to sampling objects.
+
+METHODS = ("pc", "ode", "euler", "heun", "rk4", "dpm_solver++")
+"""``sampling.method``: predictor-corrector, adaptive ODE, fixed-step ODE rules, DPM-Solver++."""
+PREDICTORS = {
+    "euler_maruyama": EulerMaruyama,
+    "reverse_diffusion": ReverseDiffusion,
+    "ancestral_sampling": AncestralSampling,
+    "none": None,
+}
+CORRECTORS = {"langevin": Langevin, "ald": AnnealedLangevin, "none": None}
+DEFAULTS = {
+    "method": "pc",
+    "predictor": "reverse_diffusion",
+    "corrector": "langevin",
+    "snr": 0.16,
+    "n_steps_each": 1,
+    "noise_removal": True,
+    "num_steps": 1000,
+    "eps": None,
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "max_steps": 4096,
+    "grid": "uniform",
+    "rho": 7.0,
+}
+"""Values used for keys the config leaves out. ``eps=None`` means the SDE's default."""
+
+IGNORED_KEYS = frozenset({"probability_flow"})
+"""Keys of the original's sampling section that sde_jax does not need."""
+
+
+def _choice(name: str, value: object, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"sampling.{name} must be one of {sorted(valid)}, got {value!r}.")
+
+
+def sampling_settings(section: Any) -> dict[str, Any]:
+    """A sampling section as a dict with every key of :data:`DEFAULTS` filled in.
+
+    Raises:
+      ValueError: for a whole config instead of its sampling section, or an unknown key.
+      TypeError: if ``section`` is neither a ConfigDict nor a dict.
+    """
+    if isinstance(section, ml_collections.ConfigDict):
+        if "sampling" in section and isinstance(section.sampling, ml_collections.ConfigDict):
+            raise ValueError("get_sampler takes the sampling section: pass config.sampling.")
+        values = section.to_dict()
+    elif isinstance(section, dict):
+        values = dict(section)
+    else:
+        raise TypeError(f"config must be a ConfigDict or dict, got {type(section).__name__}.")
+    unknown = set(values) - set(DEFAULTS) - IGNORED_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown sampling key(s) {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}."
+        )
+    return {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
+
+
+def _stepper(sde: SDE, s: Mapping[str, Any]):
+    """The stepper of a fixed-grid method."""
+    if s["method"] == "pc":
+        _choice("predictor", s["predictor"], PREDICTORS)
+        _choice("corrector", s["corrector"], CORRECTORS)
+        predictor, corrector = PREDICTORS[s["predictor"]], CORRECTORS[s["corrector"]]
+        return PredictorCorrector(
+            NoPredictor() if predictor is None else predictor(sde),
+            NoCorrector() if corrector is None else corrector(sde, s["snr"], s["n_steps_each"]),
+        )
+    if s["method"] == "dpm_solver++":
+        return DPMSolverPP2M(sde)
+    return ProbabilityFlow(sde, ode.FIXED_STEPS[s["method"]])
+
+
+def _grid(sde: SDE, s: Mapping[str, Any], eps: float) -> np.ndarray:
+    _choice("grid", s["grid"], grids.GRIDS)
+    if s["grid"] == "karras":
+        return np.asarray(grids.karras_grid(sde, s["num_steps"], eps, s["rho"]))
+    return np.asarray(grids.GRIDS[s["grid"]](sde, s["num_steps"], eps))
+
+
+def get_sampler(
+    sde: SDE,
+    config: ml_collections.ConfigDict | dict,
+    shape: tuple[int, ...],
+    dtype: Any = jnp.float32,
+) -> sampling.FixedGridSampler | sampling.AdaptiveODESampler:
+    """Builds a sampler from a config's sampling section (the original's names).
+
+    Keys (defaults in :data:`DEFAULTS`): ``method`` ('pc', 'ode' (adaptive RK45), 'euler',
+    'heun', 'rk4' (fixed-grid probability flow), 'dpm_solver++'); ``predictor``
+    ('euler_maruyama', 'reverse_diffusion', 'ancestral_sampling', 'none') and ``corrector``
+    ('langevin', 'ald', 'none') for 'pc'; ``snr``; ``n_steps_each``; ``noise_removal`` (the
+    final denoising step: ``NoiseFreeMean`` for 'pc', ``TweedieDenoising`` otherwise,
+    ``NoDenoising`` when False); ``num_steps`` (N); ``eps`` (None: the SDE's default);
+    ``rtol``, ``atol``, ``max_steps`` for 'ode'; ``grid`` (a name in ``grids.GRIDS``) and
+    ``rho`` (for 'karras') for fixed grids. Unknown keys raise (typos would pass silently).
+
+    The result is the object one would build by hand, e.g. for 'pc'
+    ``sampling.FixedGridSampler(sde, PredictorCorrector(ReverseDiffusion(sde), Langevin(sde,
+    snr, n_steps_each)), grids.uniform_grid(sde, num_steps, eps), shape, NoiseFreeMean())``.
+
+    Args:
+      sde: the forward SDE.
+      config: the sampling section, an ``ml_collections.ConfigDict`` or a dict.
+      shape: the batch shape to draw, ``(batch, ...)``.
+      dtype: the floating dtype of the samples (float64 needs ``jax_enable_x64``).
+
+    Returns:
+      A pure callable ``sampler(key, score_fn) -> SampleOutput(x, nfe, success)``.
+
+    Raises:
+      ValueError: for an unknown name (listing the valid ones) or an invalid value.
+    """
+    s = sampling_settings(config)
+    _choice("method", s["method"], METHODS)
+    sampling.check_shape(shape)
+    eps = sampling.default_eps(sde) if s["eps"] is None else s["eps"]
+    if s["method"] == "ode":
+        final = sampling.TweedieDenoising() if s["noise_removal"] else sampling.NoDenoising()
+        return sampling.AdaptiveODESampler(
+            sde, shape, eps, s["rtol"], s["atol"], s["max_steps"], final, dtype
+        )
+    grid = _grid(sde, s, eps)
+    stepper = _stepper(sde, s)
+    if not s["noise_removal"]:
+        final = sampling.NoDenoising()
+    elif s["method"] == "pc":
+        final = sampling.NoiseFreeMean()
+    else:
+        final = sampling.TweedieDenoising()
+    return sampling.FixedGridSampler(sde, stepper, grid, shape, final, dtype)
+
+
+def inpainter_from_config(
+    sde: SDE,
+    config: Any,
+    shape: tuple[int, ...],
+    method: str = "replacement",
+    guidance_scale: float = 1.0,
+    dtype: Any = jnp.float32,
+):
+    """``controllable.get_inpainter`` of the sampler of a sampling section (a fixed grid).
+
+    The original's ``get_pc_inpainter``. ``method`` and ``guidance_scale`` are those of
+    :func:`sde_jax.controllable.get_inpainter`.
+
+    Raises:
+      ValueError: as :func:`get_sampler`, for an unknown ``method``, or for 'ode' (adaptive).
+    """
+    return controllable.get_inpainter(
+        get_sampler(sde, config, shape, dtype), method=method, guidance_scale=guidance_scale
+    )
+
+
+def colorizer_from_config(sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32):
+    """``controllable.get_colorizer`` of the sampler of a sampling section (a fixed grid).
+
+    The original's ``get_pc_colorizer``; ``shape`` is ``(batch, H, W, 3)``.
+
+    Raises:
+      ValueError: as :func:`get_sampler`, for a shape without 3 channels, or for 'ode'.
+    """
+    return controllable.get_colorizer(get_sampler(sde, config, shape, dtype))
+
+
+def conditional_sampler_from_config(
+    sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32
+):
+    """``controllable.get_conditional_sampler`` of a sampling section's sampler ('ode' too).
+
+    The original's ``get_pc_conditional_sampler``.
+
+    Raises:
+      ValueError: as :func:`get_sampler`.
+    """
+    return controllable.get_conditional_sampler(get_sampler(sde, config, shape, dtype))
+
+
+def latent_codec_from_config(sde: SDE, config: Any) -> controllable.LatentCodec:
+    """The probability-flow codec with ``eps``, ``rtol``, ``atol``, ``max_steps`` of a section.
+
+    Other sampling keys are ignored (the codec always solves the ODE adaptively).
+
+    Raises:
+      ValueError: for unknown or invalid sampling keys.
+    """
+    s = sampling_settings(config)
+    return controllable.get_latent_codec(
+        sde, eps=s["eps"], rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"]
+    )

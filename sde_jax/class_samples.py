@@ -9,8 +9,9 @@ Two ways to condition, chosen by the score model's config:
 - an unconditional score model plus a noise-conditional classifier checkpoint (its config
   and workdir): classifier guidance, :math:`s(x, t) + \lambda \nabla_x \log p_t(y \mid x)`
   with ``guidance_scale`` :math:`\lambda` (1: the paper's eq. 48; see
-  ``sde_jax.controllable.get_conditional_sampler``). The classifier must have been trained
-  with the same SDE, so its noise levels are those of the samples.
+  ``sde_jax.controllable.get_conditional_sampler``, built by
+  ``builders.conditional_sampler_from_config``). The classifier must have been trained with
+  the same SDE, so its noise levels are those of the samples.
 
 Sampling uses the score config's ``sampling`` section, in batches of
 ``training.sample_batch_size``; sample ``i`` gets class ``classes[i % len(classes)]``.
@@ -103,7 +104,7 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
         raise ValueError("--classifier_config has model.num_classes=None.")
     clf_params, clf_step = evaluation.restore_ema_params(clf, classifier_workdir)
     logging.info("Classifier: step %d of %s.", clf_step, classifier_workdir)
-    sampler = controllable.get_conditional_sampler(experiment.sde, config.sampling, shape)
+    sampler = builders.conditional_sampler_from_config(experiment.sde, config.sampling, shape)
 
     def guided_sample(key, params, classifier_params, labels, scale):
         log_prob = classifier.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)

@@ -6,7 +6,8 @@ a pytree ``y`` and returns a pytree of the same structure. Everything runs insid
 vmaps and shards. Each leaf keeps its dtype; time may be float32 while the state is float64.
 
 - Fixed steps (:func:`euler_step`, :func:`heun_step`, :func:`rk4_step`) advance one step from
-  ``t`` to ``t_next``; :data:`FIXED_STEPS` names them with their order and evaluations per step,
+  ``t`` to ``t_next``; :data:`EULER`, :data:`HEUN` and :data:`RK4` pair each with its order
+  and evaluations per step (:class:`FixedStep`), :data:`FIXED_STEPS` names them,
   and :func:`solve_fixed` runs one over a time grid (differentiable with ``jax.grad``).
 - :func:`solve_adaptive` is the Dormand-Prince 5(4) pair (Dormand & Prince, 1980; the RK45 the
   paper's PF-ODE sampler and likelihood used) with first-same-as-last reuse and a PI step-size
@@ -22,7 +23,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 __all__ = [
+    "EULER",
     "FIXED_STEPS",
+    "HEUN",
+    "RK4",
     "FixedStep",
     "ODESolution",
     "euler_step",
@@ -119,11 +123,10 @@ class FixedStep(NamedTuple):
     nfe: int
 
 
-FIXED_STEPS: dict[str, FixedStep] = {
-    "euler": FixedStep(euler_step, order=1, nfe=1),
-    "heun": FixedStep(heun_step, order=2, nfe=2),
-    "rk4": FixedStep(rk4_step, order=4, nfe=4),
-}
+EULER = FixedStep(euler_step, order=1, nfe=1)
+HEUN = FixedStep(heun_step, order=2, nfe=2)
+RK4 = FixedStep(rk4_step, order=4, nfe=4)
+FIXED_STEPS: dict[str, FixedStep] = {"euler": EULER, "heun": HEUN, "rk4": RK4}
 """The fixed steps by name, with their order and number of evaluations of ``fn`` per step."""
 
 

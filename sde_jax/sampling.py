@@ -1,38 +1,40 @@
-"""Samplers: run a stepper over a time grid, or an adaptive ODE solve, from T down to eps.
+"""Samplers: a stepper run over a time grid, or the adaptive probability-flow ODE, T to eps.
+
+The API is objects. An SDE (:mod:`sde_jax.sdes`) gives the prior x_T; a stepper
+(:mod:`sde_jax.steppers`) the update; a grid (:mod:`sde_jax.grids`, functions of any SDE) the
+times; a final step (:class:`NoDenoising`, :class:`NoiseFreeMean`, :class:`TweedieDenoising`)
+what the last step returns::
+
+    stepper = steppers.PredictorCorrector(steppers.ReverseDiffusion(sde), steppers.Langevin(sde))
+    grid = grids.uniform_grid(sde, 1000, eps=1e-3)
+    out = sampling.sample(key, score_fn, stepper, grid, (8, 32, 32, 3), sde=sde)
+    ode = sampling.sample_adaptive(key, score_fn, (8, 32, 32, 3), sde=sde, rtol=1e-5)
+
+:func:`sample` and :func:`sample_adaptive` are one call each; :class:`FixedGridSampler` and
+:class:`AdaptiveODESampler` hold the same arguments as a ``sampler(key, score_fn)`` built once
+(what training, evaluation and the controllable builders pass around), and
+:func:`sample_in_chunks` runs a fixed-grid one in compiled chunks with progress reports.
 
 The drivers are pure functions with their loops on device (``lax.scan`` over a fixed grid,
 ``lax.while_loop`` inside the adaptive solver); they contain no ``jit`` and no sharding, so
 the caller compiles them, vmaps them over keys, differentiates through them or shards the
-batch. ``get_sampler`` builds one from a config's sampling section, keeping the names of the
-original score_sde configs.
+batch. Reading a config is not done here: ``sde_jax.builders.get_sampler`` turns a config's
+sampling section (the original score_sde's names) into these objects, and
+:func:`get_sampler` here forwards to it for existing callers.
 """
 
 import dataclasses
+import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from sde_jax import grids, ode
+from sde_jax import ode
 from sde_jax.sdes import SDE, VESDE, probability_flow_drift
-from sde_jax.steppers import (
-    AncestralSampling,
-    AnnealedLangevin,
-    DPMSolverPP2M,
-    EulerMaruyama,
-    Langevin,
-    NoCorrector,
-    NoPredictor,
-    PredictorCorrector,
-    ProbabilityFlow,
-    ReverseDiffusion,
-    State,
-    Stepper,
-    denoise,
-)
+from sde_jax.steppers import State, Stepper, denoise
 from sde_jax.typing import Array, Key, ScoreFn
 
 
@@ -49,6 +51,107 @@ class SampleOutput(NamedTuple):
     x: Array
     nfe: Array
     success: Array
+
+
+# --------------------------------------------------------------------------------------------
+# What the last step returns.
+
+
+class FinalStep(Protocol):
+    """Turns the state at the grid's last time into the samples.
+
+    Attributes:
+      nfe: score evaluations it costs.
+    """
+
+    nfe: int
+
+    def __call__(self, sde: SDE, score_fn: ScoreFn, state: State, t: Array) -> Array:
+        """The samples from ``state`` at time ``t`` (the grid's last time, eps)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDenoising:
+    """Returns ``state.x`` as the last step left it (``noise_removal=False``)."""
+
+    nfe = 0
+
+    def __call__(self, sde: SDE, score_fn: ScoreFn, state: State, t: Array) -> Array:
+        """``state.x``."""
+        del sde, score_fn, t
+        return state.x
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseFreeMean:
+    """Returns ``state.x_mean``, the last update without its noise injection.
+
+    The paper's denoising for predictor-corrector samplers (no extra evaluation); for the
+    deterministic steppers ``x_mean`` is ``x``.
+    """
+
+    nfe = 0
+
+    def __call__(self, sde: SDE, score_fn: ScoreFn, state: State, t: Array) -> Array:
+        """``state.x_mean``."""
+        del sde, score_fn, t
+        return state.x_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class TweedieDenoising:
+    r"""Returns Tweedie's :math:`E[x_0 | x_t] = (x_t + s(t)^2 s_\theta(x_t, t)) / m(t)`.
+
+    The denoising of the ODE samplers, one more evaluation; see ``steppers.denoise``.
+    """
+
+    nfe = 1
+
+    def __call__(self, sde: SDE, score_fn: ScoreFn, state: State, t: Array) -> Array:
+        """Tweedie's estimate at ``t`` from ``state.x``."""
+        return denoise(sde, score_fn, state.x, t)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation, in Python before tracing.
+
+
+def check_shape(shape: object) -> None:
+    """Raises ValueError unless ``shape`` is a non-empty tuple of ints ``(batch, ...)``."""
+    if (
+        not isinstance(shape, tuple)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+    ):
+        raise ValueError(f"shape must be a non-empty tuple of ints (batch, ...), got {shape!r}.")
+
+
+def _check_stepper(stepper: object) -> None:
+    missing = [a for a in ("init", "step", "nfe_per_step", "order") if not hasattr(stepper, a)]
+    if missing:
+        raise TypeError(
+            f"stepper must be a stepper (init, step, order, nfe_per_step; see "
+            f"sde_jax.steppers), got {stepper!r} without {missing}."
+        )
+
+
+def _check_final_step(final_step: object) -> None:
+    if not callable(final_step) or not isinstance(getattr(final_step, "nfe", None), int):
+        raise TypeError(
+            "final_step must be a final step such as sampling.NoDenoising(), NoiseFreeMean() "
+            f"or TweedieDenoising(), got {final_step!r}."
+        )
+
+
+def _check_grid(grid: object) -> None:
+    if np.ndim(grid) != 1 or np.shape(grid)[0] < 2:
+        raise ValueError(
+            f"grid must be 1-D with at least 2 times [T, ..., eps], got shape {np.shape(grid)}."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed grids.
 
 
 def run_steps(
@@ -85,28 +188,41 @@ def run_steps(
 class FixedGridSampler:
     """A stepper run over a fixed grid; ``sampler(key, score_fn) -> SampleOutput``.
 
+    The key splits into one for the prior sample and one for the steps (step i uses
+    ``fold_in(step_key, i)``, see :func:`run_steps`).
+
     Attributes:
       sde: the forward SDE (its prior gives x_T).
-      stepper: the step rule.
-      grid: decreasing times from T to eps, ``[num_steps + 1]``.
+      stepper: the step rule (any stepper, composites included).
+      grid: decreasing times from T to eps, ``[num_steps + 1]`` (from :mod:`sde_jax.grids`).
       shape: the shape of the batch to draw, ``(batch, ...)``.
-      final_step: what the last step returns: 'none' (x), 'mean' (x_mean, the noise-free last
-        update: the paper's denoising for PC samplers) or 'tweedie' (E[x_0 | x_eps], one more
-        evaluation: the denoising of ODE samplers).
+      final_step: what the last step returns: :class:`NoiseFreeMean` (``x_mean``, the paper's
+        denoising for PC samplers), :class:`TweedieDenoising` (E[x_0 | x_eps], one more
+        evaluation: the denoising of ODE samplers) or :class:`NoDenoising` (``x``).
       dtype: the floating dtype of the samples.
+
+    Raises:
+      ValueError: for a bad ``shape`` or ``grid``.
+      TypeError: if ``stepper`` or ``final_step`` lacks the interface.
     """
 
     sde: SDE
     stepper: Any
-    grid: np.ndarray
+    grid: Array
     shape: tuple[int, ...]
-    final_step: str = "mean"
+    final_step: FinalStep = NoiseFreeMean()
     dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        _check_stepper(self.stepper)
+        _check_grid(self.grid)
+        check_shape(self.shape)
+        _check_final_step(self.final_step)
 
     @property
     def num_steps(self) -> int:
         """Number of steps of the grid."""
-        return len(self.grid) - 1
+        return np.shape(self.grid)[0] - 1
 
     def init(self, key: Key) -> State:
         """Draws x_T from the prior and returns the stepper's initial state."""
@@ -122,13 +238,8 @@ class FixedGridSampler:
 
     def finish(self, score_fn: ScoreFn, state: State) -> SampleOutput:
         """Applies the final step and counts evaluations."""
-        nfe = self.stepper.nfe_per_step * self.num_steps
-        if self.final_step == "mean":
-            x = state.x_mean
-        elif self.final_step == "tweedie":
-            x, nfe = denoise(self.sde, score_fn, state.x, self.grid[-1]), nfe + 1
-        else:
-            x = state.x
+        x = self.final_step(self.sde, score_fn, state, self.grid[-1])
+        nfe = self.stepper.nfe_per_step * self.num_steps + self.final_step.nfe
         return SampleOutput(x, jnp.asarray(nfe, jnp.int32), jnp.asarray(True))
 
     def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:
@@ -138,50 +249,42 @@ class FixedGridSampler:
         return self.finish(score_fn, state)
 
 
-@dataclasses.dataclass(frozen=True)
-class AdaptiveODESampler:
-    """The probability-flow ODE solved by adaptive Dormand-Prince 5(4) from T to eps.
+def sample(
+    key: Key,
+    score_fn: ScoreFn,
+    stepper: Stepper,
+    grid: Array,
+    shape: tuple[int, ...],
+    *,
+    sde: SDE,
+    final_step: FinalStep = NoiseFreeMean(),
+    dtype: Any = jnp.float32,
+) -> SampleOutput:
+    """Draws a batch: x_T from ``sde``'s prior, ``stepper`` over ``grid``, ``final_step``.
 
-    Attributes:
-      sde: the forward SDE.
-      shape: ``(batch, ...)``.
-      eps: the final time.
-      rtol: relative tolerance.
-      atol: absolute tolerance.
-      max_steps: step limit; past it the output reports ``success=False``.
-      denoise: apply Tweedie's denoising at eps (one more evaluation).
-      dtype: the floating dtype of the samples.
+    Algorithm 1 of the paper with a PC stepper; any stepper, grid and final step otherwise.
+    Equal to ``FixedGridSampler(sde, stepper, grid, shape, final_step, dtype)(key, score_fn)``
+    (and so to ``builders.get_sampler``'s sampler of the same parts, key for key).
+
+    Args:
+      key: PRNG key (split into the prior's and the steps').
+      score_fn: ``score_fn(x, t) -> score``, ``t`` of shape ``[batch]``.
+      stepper: the step rule, e.g. ``steppers.PredictorCorrector(...)``.
+      grid: decreasing times ``[num_steps + 1]`` from T to eps, e.g. ``grids.log_snr_grid``.
+      shape: the batch shape ``(batch, ...)``.
+      sde: the forward SDE, whose prior gives x_T.
+      final_step: what the last step returns (default :class:`NoiseFreeMean`, the paper's
+        for PC samplers and a no-op for ODE steppers; :class:`TweedieDenoising` for ODEs).
+      dtype: the floating dtype of the samples (float64 needs ``jax_enable_x64``).
+
+    Returns:
+      ``SampleOutput(x [shape], nfe, success=True)``.
+
+    Raises:
+      ValueError: for a bad ``shape`` or ``grid``.
+      TypeError: if ``stepper`` or ``final_step`` lacks the interface.
     """
-
-    sde: SDE
-    shape: tuple[int, ...]
-    eps: float
-    rtol: float = 1e-5
-    atol: float = 1e-5
-    max_steps: int = 4096
-    denoise: bool = True
-    dtype: Any = jnp.float32
-
-    def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:
-        """Draws a batch by solving the probability-flow ODE from a prior sample."""
-
-        def velocity(t, x):
-            return probability_flow_drift(self.sde, score_fn, x, t)
-
-        x_init = self.sde.prior_sampling(key, self.shape, self.dtype)
-        solution = ode.solve_adaptive(
-            velocity,
-            x_init,
-            jnp.asarray(self.sde.T, x_init.dtype),
-            jnp.asarray(self.eps, x_init.dtype),
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-        )
-        x, nfe = solution.y, solution.nfe
-        if self.denoise:
-            x, nfe = denoise(self.sde, score_fn, x, self.eps), nfe + 1
-        return SampleOutput(x, nfe, solution.success)
+    return FixedGridSampler(sde, stepper, grid, shape, final_step, dtype)(key, score_fn)
 
 
 def sample_in_chunks(
@@ -224,118 +327,132 @@ def sample_in_chunks(
     return jax.jit(lambda state: sampler.finish(score_fn, state))(state)
 
 
-METHODS = ("pc", "ode", "euler", "heun", "rk4", "dpm_solver++")
-PREDICTORS = {
-    "euler_maruyama": EulerMaruyama,
-    "reverse_diffusion": ReverseDiffusion,
-    "ancestral_sampling": AncestralSampling,
-    "none": None,
-}
-CORRECTORS = {"langevin": Langevin, "ald": AnnealedLangevin, "none": None}
-DEFAULTS = {
-    "method": "pc",
-    "predictor": "reverse_diffusion",
-    "corrector": "langevin",
-    "snr": 0.16,
-    "n_steps_each": 1,
-    "noise_removal": True,
-    "num_steps": 1000,
-    "eps": None,
-    "rtol": 1e-5,
-    "atol": 1e-5,
-    "max_steps": 4096,
-    "grid": "uniform",
-    "rho": 7.0,
-}
-"""Values used for keys the config leaves out. ``eps=None`` means the SDE's default."""
+# --------------------------------------------------------------------------------------------
+# The adaptive probability-flow ODE.
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveODESampler:
+    """The probability-flow ODE (eq. 13) solved by adaptive Dormand-Prince 5(4) from T to eps.
+
+    ``sampler(key, score_fn) -> SampleOutput``; the whole key draws the prior sample.
+
+    Attributes:
+      sde: the forward SDE.
+      shape: ``(batch, ...)``.
+      eps: the final time, in (0, T).
+      rtol: relative tolerance.
+      atol: absolute tolerance.
+      max_steps: step limit; past it the output reports ``success=False``.
+      final_step: :class:`TweedieDenoising` (default: one more evaluation at eps) or
+        :class:`NoDenoising`.
+      dtype: the floating dtype of the samples.
+
+    Raises:
+      ValueError: for a bad ``shape``, ``eps``, tolerance or ``max_steps``.
+      TypeError: if ``final_step`` lacks the interface.
+    """
+
+    sde: SDE
+    shape: tuple[int, ...]
+    eps: float
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    max_steps: int = 4096
+    final_step: FinalStep = TweedieDenoising()
+    dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        check_shape(self.shape)
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < self.sde.T:
+            raise ValueError(f"eps must be a number in (0, T={self.sde.T}), got {eps!r}.")
+        for name in ("rtol", "atol"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+        if (
+            isinstance(self.max_steps, bool)
+            or not isinstance(self.max_steps, int)
+            or self.max_steps < 1
+        ):
+            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}.")
+        _check_final_step(self.final_step)
+
+    def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:
+        """Draws a batch by solving the probability-flow ODE from a prior sample."""
+
+        def velocity(t, x):
+            return probability_flow_drift(self.sde, score_fn, x, t)
+
+        x_init = self.sde.prior_sampling(key, self.shape, self.dtype)
+        solution = ode.solve_adaptive(
+            velocity,
+            x_init,
+            jnp.asarray(self.sde.T, x_init.dtype),
+            jnp.asarray(self.eps, x_init.dtype),
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+        )
+        state = State(solution.y, solution.y)
+        x = self.final_step(self.sde, score_fn, state, self.eps)
+        return SampleOutput(x, solution.nfe + self.final_step.nfe, solution.success)
+
+
+def sample_adaptive(
+    key: Key,
+    score_fn: ScoreFn,
+    shape: tuple[int, ...],
+    *,
+    sde: SDE,
+    eps: float | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 4096,
+    final_step: FinalStep = TweedieDenoising(),
+    dtype: Any = jnp.float32,
+) -> SampleOutput:
+    """Draws a batch by the adaptive probability-flow ODE (the paper's RK45 sampler).
+
+    Equal to ``AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step,
+    dtype)(key, score_fn)``.
+
+    Args:
+      key: PRNG key of the prior sample.
+      score_fn: ``score_fn(x, t) -> score``.
+      shape: the batch shape ``(batch, ...)``.
+      sde: the forward SDE, whose prior gives x_T.
+      eps: the final time; None: :func:`default_eps` of ``sde``.
+      rtol: relative tolerance of Dormand-Prince 5(4).
+      atol: absolute tolerance.
+      max_steps: step limit; past it ``success`` is False.
+      final_step: :class:`TweedieDenoising` (default) or :class:`NoDenoising`.
+      dtype: the floating dtype of the samples.
+
+    Returns:
+      ``SampleOutput(x [shape], nfe, success)``; the batch shares the steps (one error norm).
+
+    Raises:
+      ValueError: for a bad ``shape``, ``eps``, tolerance or ``max_steps``.
+    """
+    eps = default_eps(sde) if eps is None else eps
+    sampler = AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step, dtype)
+    return sampler(key, score_fn)
+
+
+def get_sampler(
+    sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32
+) -> FixedGridSampler | AdaptiveODESampler:
+    """The config builder ``sde_jax.builders.get_sampler``, importable here for existing callers.
+
+    Config-to-object code lives at the edge, in :mod:`sde_jax.builders`; this forwards to it
+    (importing it on call, as ``builders`` imports this module).
+    """
+    from sde_jax import builders
+
+    return builders.get_sampler(sde, config, shape, dtype)
 
 
 def default_eps(sde: SDE) -> float:
     """The paper's smallest sampling time: 1e-5 for VE, 1e-3 for VP and sub-VP."""
     return 1e-5 if isinstance(sde, VESDE) else 1e-3
-
-
-def _choice(name: str, value: object, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"sampling.{name} must be one of {sorted(valid)}, got {value!r}.")
-
-
-IGNORED_KEYS = frozenset({"probability_flow"})
-"""Keys of the original's sampling section that sde_jax does not need."""
-
-
-def _settings(config: Any) -> dict[str, Any]:
-    if isinstance(config, ml_collections.ConfigDict):
-        if "sampling" in config and isinstance(config.sampling, ml_collections.ConfigDict):
-            raise ValueError("get_sampler takes the sampling section: pass config.sampling.")
-        values = config.to_dict()
-    elif isinstance(config, dict):
-        values = dict(config)
-    else:
-        raise TypeError(f"config must be a ConfigDict or dict, got {type(config).__name__}.")
-    unknown = set(values) - set(DEFAULTS) - IGNORED_KEYS
-    if unknown:
-        raise ValueError(
-            f"unknown sampling key(s) {sorted(unknown)}; valid keys: {sorted(DEFAULTS)}."
-        )
-    return {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
-
-
-def get_sampler(
-    sde: SDE,
-    config: ml_collections.ConfigDict | dict,
-    shape: tuple[int, ...],
-    dtype: Any = jnp.float32,
-) -> FixedGridSampler | AdaptiveODESampler:
-    """Builds a sampler from a config's sampling section (the original's names).
-
-    Keys (defaults in ``DEFAULTS``): ``method`` ('pc', 'ode' (adaptive RK45), 'euler',
-    'heun', 'rk4' (fixed-grid probability flow), 'dpm_solver++'); ``predictor``
-    ('euler_maruyama', 'reverse_diffusion', 'ancestral_sampling', 'none') and ``corrector``
-    ('langevin', 'ald', 'none') for 'pc'; ``snr``; ``n_steps_each``; ``noise_removal`` (the
-    final denoising step); ``num_steps`` (N); ``eps`` (None: 1e-5 for VE, 1e-3 otherwise);
-    ``rtol``, ``atol``, ``max_steps`` for 'ode'; ``grid`` ('uniform', 'karras' (VE only),
-    'log_snr') and ``rho`` for fixed grids. Unknown keys raise (typos would pass silently).
-
-    Args:
-      sde: the forward SDE.
-      config: the sampling section, an ``ml_collections.ConfigDict`` or a dict.
-      shape: the batch shape to draw, ``(batch, ...)``.
-      dtype: the floating dtype of the samples (float64 needs ``jax_enable_x64``).
-
-    Returns:
-      A pure callable ``sampler(key, score_fn) -> SampleOutput(x, nfe, success)``.
-
-    Raises:
-      ValueError: for an unknown name (listing the valid ones) or an invalid value.
-    """
-    s = _settings(config)
-    _choice("method", s["method"], METHODS)
-    if not isinstance(shape, tuple) or not shape or not all(isinstance(d, int) for d in shape):
-        raise ValueError(f"shape must be a non-empty tuple of ints (batch, ...), got {shape!r}.")
-    eps = default_eps(sde) if s["eps"] is None else s["eps"]
-    if s["method"] == "ode":
-        return AdaptiveODESampler(
-            sde, shape, eps, s["rtol"], s["atol"], s["max_steps"], bool(s["noise_removal"]), dtype
-        )
-    _choice("grid", s["grid"], grids.GRIDS)
-    if s["grid"] == "karras":
-        grid = grids.karras_grid(sde, s["num_steps"], eps, s["rho"])
-    else:
-        grid = grids.GRIDS[s["grid"]](sde, s["num_steps"], eps)
-    final_step = "tweedie" if s["noise_removal"] else "none"
-    if s["method"] == "pc":
-        _choice("predictor", s["predictor"], PREDICTORS)
-        _choice("corrector", s["corrector"], CORRECTORS)
-        predictor = PREDICTORS[s["predictor"]]
-        corrector = CORRECTORS[s["corrector"]]
-        stepper = PredictorCorrector(
-            NoPredictor() if predictor is None else predictor(sde),
-            NoCorrector() if corrector is None else corrector(sde, s["snr"], s["n_steps_each"]),
-        )
-        final_step = "mean" if s["noise_removal"] else "none"
-    elif s["method"] == "dpm_solver++":
-        stepper = DPMSolverPP2M(sde)
-    else:
-        stepper = ProbabilityFlow(sde, s["method"])
-    return FixedGridSampler(sde, stepper, np.asarray(grid), shape, final_step, dtype)

@@ -10,9 +10,12 @@
 - Latents of the probability-flow ODE (:func:`get_latent_codec`): encode, decode, spherical
   interpolation, temperature-scaled sampling.
 
-The builders take a config's sampling section like ``sde_jax.sampling.get_sampler`` and
-return pure functions with the same ``SampleOutput`` results; nothing inside is jitted or
-sharded.
+The builders take objects: a sampler of :mod:`sde_jax.sampling` (a ``FixedGridSampler`` for
+inpainting and colorization, whose stepper is conditioned at every step; any sampler for
+class-conditional sampling) or the SDE and solver settings (latents), and return pure
+functions with the same ``SampleOutput`` results; nothing inside is jitted or sharded. Their
+config versions (``builders.inpainter_from_config`` ...) live at the edge, in
+:mod:`sde_jax.builders`.
 """
 
 from sde_jax.controllable.colorization import (

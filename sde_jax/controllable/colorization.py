@@ -16,14 +16,12 @@ channel mean equals it up to float rounding.
 """
 
 import math
-from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from sde_jax.controllable.inpainting import check_known, conditioned_sample, fixed_grid_sampler
-from sde_jax.sampling import SampleOutput
-from sde_jax.sdes import SDE
+from sde_jax.controllable.inpainting import check_fixed_grid, check_known, conditioned_sample
+from sde_jax.sampling import FixedGridSampler, SampleOutput
 from sde_jax.typing import Array, Data, Key, ScoreFn
 
 COLOR_BASIS = np.array(
@@ -62,28 +60,30 @@ def gray_channel(gray: Data) -> Data:
     return math.sqrt(3.0) * level
 
 
-def get_colorizer(sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32):
-    """Builds a colorizer from a config's sampling section (the original's get_pc_colorizer).
+def get_colorizer(sampler: FixedGridSampler):
+    """A colorizer that runs ``sampler``'s stepper as inpainting in the colour basis.
+
+    The original's ``get_pc_colorizer``, for any fixed-grid sampler (its SDE, stepper, grid,
+    final step, shape and dtype). ``builders.colorizer_from_config`` builds one from a
+    config's sampling section.
 
     Args:
-      sde: the forward SDE.
-      config: the sampling section, as for ``sampling.get_sampler`` (a fixed-grid method).
-      shape: the batch shape of colour images, ``(batch, H, W, 3)``.
-      dtype: the floating dtype of the samples.
+      sampler: a ``sampling.FixedGridSampler`` of colour images, ``shape=(batch, H, W, 3)``.
 
     Returns:
       A pure ``colorizer(key, score_fn, gray) -> SampleOutput(x, nfe, success)``: ``gray`` is
       ``[batch, H, W, 1]`` or ``[batch, H, W, 3]`` with equal channels, in the model's data
-      space; ``score_fn`` is the RGB model's; ``x`` has ``shape`` and the mean of its channels
-      equals ``gray``.
+      space; ``score_fn`` is the RGB model's; ``x`` has ``sampler.shape`` and the mean of its
+      channels equals ``gray``.
 
     Raises:
-      ValueError: if ``shape`` does not end in 3 channels, for an adaptive sampling method,
-        or (at call time) for a gray batch of the wrong shape.
+      ValueError: if the sampler's shape does not end in 3 channels, for a sampler other
+        than a fixed-grid one, or (at call time) for a gray batch of the wrong shape.
     """
+    check_fixed_grid(sampler, "colorization")
+    shape, dtype = sampler.shape, sampler.dtype
     if len(shape) < 2 or shape[-1] != 3:
         raise ValueError(f"shape must be (batch, ..., 3) for colour images, got {shape!r}.")
-    base = fixed_grid_sampler(sde, config, shape, dtype, "colorization")
     mask = jnp.asarray([1.0, 0.0, 0.0], dtype)
 
     def colorizer(key: Key, score_fn: ScoreFn, gray: Data) -> SampleOutput:
@@ -94,7 +94,7 @@ def get_colorizer(sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jn
             )
         data = jnp.broadcast_to(gray_channel(gray).astype(dtype), shape) * mask
         check_known("gray", data, mask, shape)
-        out = conditioned_sample(base, key, decoupled_score(score_fn), data, mask)
+        out = conditioned_sample(sampler, key, decoupled_score(score_fn), data, mask)
         return out._replace(x=couple(out.x))
 
     return colorizer

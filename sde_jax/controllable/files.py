@@ -15,10 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import data, evaluation, images
-from sde_jax.controllable.colorization import get_colorizer
-from sde_jax.controllable.inpainting import get_inpainter
-from sde_jax.controllable.latent import get_latent_codec
+from sde_jax import builders, data, evaluation, images
 from sde_jax.controllable.masks import make_mask
 from sde_jax.training.loop import Experiment
 
@@ -98,7 +95,9 @@ def inpaint_to_files(
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, num_images, split, image_dir)
     masks = make_mask(mask, originals.shape, seed=config.seed)
-    inpainter = get_inpainter(experiment.sde, config.sampling, originals.shape, method=method)
+    inpainter = builders.inpainter_from_config(
+        experiment.sde, config.sampling, originals.shape, method=method
+    )
     run = jax.jit(lambda key, p, x, m: inpainter(key, experiment.score_fn(p), x, m))
     out = run(jax.random.key(config.seed + 5), params, originals, masks)
     result, original = _to_uint8(config, out.x), _to_uint8(config, originals)
@@ -144,7 +143,7 @@ def colorize_to_files(
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, num_images, split, image_dir)
     gray = originals.mean(-1, keepdims=True)
-    colorizer = get_colorizer(experiment.sde, config.sampling, originals.shape)
+    colorizer = builders.colorizer_from_config(experiment.sde, config.sampling, originals.shape)
     run = jax.jit(lambda key, p, g: colorizer(key, experiment.score_fn(p), g))
     out = run(jax.random.key(config.seed + 6), params, gray)
     result, gray_u8 = _to_uint8(config, out.x), _to_uint8(config, gray)
@@ -185,7 +184,7 @@ def interpolate_to_files(
     """
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, 2 * num_pairs, split, image_dir)
-    codec = get_latent_codec(experiment.sde, config.sampling)
+    codec = builders.latent_codec_from_config(experiment.sde, config.sampling)
     run = jax.jit(lambda p, a, b: codec.interpolate(experiment.score_fn(p), a, b, num_points))
     out, alphas = run(params, originals[:num_pairs], originals[num_pairs:])
     if not bool(out.success):

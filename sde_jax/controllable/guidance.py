@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sampling import SampleOutput, get_sampler
-from sde_jax.sdes import SDE, batch_times
+from sde_jax.sampling import SampleOutput
+from sde_jax.sdes import batch_times
 from sde_jax.typing import Array, Data, Key, PerExample, ScoreFn
 
 ClassifierLogProb = Callable[[Data, PerExample, Array], PerExample]
@@ -109,19 +109,16 @@ def _check_labels(labels: Any, batch: int) -> None:
         raise ValueError(f"labels must be integers, got dtype {jnp.result_type(labels)}.")
 
 
-def get_conditional_sampler(
-    sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32
-):
-    """A class-conditional sampler with classifier guidance, for any sampling method.
+def get_conditional_sampler(sampler: Callable[[Key, ScoreFn], SampleOutput]):
+    """A class-conditional sampler with classifier guidance, for any sampler.
 
-    The original's ``get_pc_conditional_sampler``; the sampler is ``sampling.get_sampler``'s
-    run on :func:`classifier_guided_score`.
+    The original's ``get_pc_conditional_sampler``: ``sampler`` (a ``FixedGridSampler`` or an
+    ``AdaptiveODESampler``) run on :func:`classifier_guided_score`.
+    ``builders.conditional_sampler_from_config`` builds one from a config's sampling section.
 
     Args:
-      sde: the forward SDE.
-      config: the sampling section, as for ``sampling.get_sampler`` ('ode' included).
-      shape: the batch shape ``(batch, ...)``.
-      dtype: the floating dtype of the samples.
+      sampler: ``sampler(key, score_fn) -> SampleOutput`` with a ``shape`` attribute
+        ``(batch, ...)``.
 
     Returns:
       A pure ``sampler(key, score_fn, classifier_log_prob, labels, scale=1.0) ->
@@ -129,11 +126,17 @@ def get_conditional_sampler(
       evaluations (each one score evaluation and one classifier gradient).
 
     Raises:
-      ValueError: for bad sampling settings, or (at call time) labels of the wrong shape.
+      TypeError: if ``sampler`` is not callable or has no ``shape``.
+      ValueError: (at call time) for labels of the wrong shape.
     """
-    base = get_sampler(sde, config, shape, dtype)
+    shape = getattr(sampler, "shape", None)
+    if not callable(sampler) or not isinstance(shape, tuple) or not shape:
+        raise TypeError(
+            "sampler must be a sampler(key, score_fn) with a shape (batch, ...), such as "
+            f"sampling.FixedGridSampler or AdaptiveODESampler; got {sampler!r}."
+        )
 
-    def sampler(
+    def conditional(
         key: Key,
         score_fn: ScoreFn,
         classifier_log_prob: ClassifierLogProb,
@@ -141,6 +144,6 @@ def get_conditional_sampler(
         scale: float | Array = 1.0,
     ) -> SampleOutput:
         _check_labels(labels, shape[0])
-        return base(key, classifier_guided_score(score_fn, classifier_log_prob, labels, scale))
+        return sampler(key, classifier_guided_score(score_fn, classifier_log_prob, labels, scale))
 
-    return sampler
+    return conditional

@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sampling import FixedGridSampler, SampleOutput, get_sampler
+from sde_jax.sampling import FixedGridSampler, SampleOutput
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers import PredictorCorrector, State
 from sde_jax.typing import Array, Data, Key, ScoreFn
@@ -164,17 +164,15 @@ def check_known(name: str, data: Any, mask: Any, shape: tuple[int, ...]) -> None
         raise ValueError(f"mask of shape {jnp.shape(mask)} does not broadcast to {shape}.")
 
 
-def fixed_grid_sampler(
-    sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any, what: str
-) -> FixedGridSampler:
-    """``get_sampler``'s sampler, which must be a fixed-grid one to be conditioned per step."""
-    sampler = get_sampler(sde, config, shape, dtype)
+def check_fixed_grid(sampler: Any, what: str) -> None:
+    """Raises ValueError unless ``sampler`` is a fixed-grid one, whose steps can be conditioned."""
     if not isinstance(sampler, FixedGridSampler):
         raise ValueError(
-            f"{what} conditions every step of a fixed grid; sampling.method 'ode' (adaptive) "
-            "has none. Use 'pc', 'euler', 'heun', 'rk4' or 'dpm_solver++'."
+            f"{what} conditions every step of a fixed grid, so it needs a "
+            f"sampling.FixedGridSampler; got {type(sampler).__name__} (an adaptive sampler, "
+            "sampling.method 'ode', has none). Use 'pc', 'euler', 'heun', 'rk4' or "
+            "'dpm_solver++'."
         )
-    return sampler
 
 
 def conditioned_sample(
@@ -194,40 +192,34 @@ def conditioned_sample(
 
 
 def get_inpainter(
-    sde: SDE,
-    config: Any,
-    shape: tuple[int, ...],
-    method: str = "replacement",
-    guidance_scale: float = 1.0,
-    dtype: Any = jnp.float32,
+    sampler: FixedGridSampler, method: str = "replacement", guidance_scale: float = 1.0
 ):
-    """Builds an inpainter from a config's sampling section (the original's get_pc_inpainter).
+    """An inpainter that runs ``sampler``'s stepper under :class:`Replacement`.
 
-    The stepper, grid and final step are those of ``sampling.get_sampler(sde, config, shape)``
-    (any fixed-grid method), each step conditioned by :class:`Replacement`.
+    The original's ``get_pc_inpainter``, for any fixed-grid sampler: its SDE, stepper, grid,
+    final step, shape and dtype are kept, each step conditioned on the known part.
+    ``builders.inpainter_from_config`` builds one from a config's sampling section.
 
     Args:
-      sde: the forward SDE.
-      config: the sampling section, as for ``get_sampler``.
-      shape: the batch shape ``(batch, ...)``.
+      sampler: a ``sampling.FixedGridSampler`` (any stepper, grid and final step).
       method: 'replacement' (the paper's) or 'reconstruction' (replacement plus
         reconstruction guidance, :func:`reconstruction_guided_score`).
       guidance_scale: the reconstruction guidance weight (unused by 'replacement').
-      dtype: the floating dtype of the samples.
 
     Returns:
       A pure ``inpainter(key, score_fn, data, mask) -> SampleOutput(x, nfe, success)``:
-      ``data`` has ``shape``; ``mask`` (broadcastable to it) is 1 where ``data`` is known and
-      0 where it is sampled. Known entries of ``x`` equal ``data`` exactly. With
+      ``data`` has ``sampler.shape``; ``mask`` (broadcastable to it) is 1 where ``data`` is
+      known and 0 where it is sampled. Known entries of ``x`` equal ``data`` exactly. With
       'reconstruction' each counted evaluation also backpropagates through ``score_fn``.
 
     Raises:
-      ValueError: for an unknown method, an adaptive sampling method, bad sampling settings,
-        or (at call time) data or mask of the wrong shape.
+      ValueError: for an unknown method, a sampler other than a fixed-grid one, or (at call
+        time) data or mask of the wrong shape.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
-    base = fixed_grid_sampler(sde, config, shape, dtype, "inpainting")
+    check_fixed_grid(sampler, "inpainting")
+    sde, shape, dtype = sampler.sde, sampler.shape, sampler.dtype
 
     def inpainter(key: Key, score_fn: ScoreFn, data: Data, mask: Data) -> SampleOutput:
         check_known("data", data, mask, shape)
@@ -235,6 +227,6 @@ def get_inpainter(
             score_fn = reconstruction_guided_score(
                 sde, score_fn, jnp.asarray(data, dtype), jnp.asarray(mask, dtype), guidance_scale
             )
-        return conditioned_sample(base, key, score_fn, data, mask)
+        return conditioned_sample(sampler, key, score_fn, data, mask)
 
     return inpainter

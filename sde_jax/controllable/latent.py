@@ -9,6 +9,7 @@ by scaling the prior sample (:meth:`LatentCodec.sample`).
 """
 
 import dataclasses
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -159,18 +160,34 @@ class LatentCodec:
         ), alphas
 
 
-def get_latent_codec(sde: SDE, config: Any) -> LatentCodec:
-    """The codec with ``eps``, ``rtol``, ``atol`` and ``max_steps`` of a sampling section.
+def get_latent_codec(
+    sde: SDE,
+    eps: float | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 4096,
+) -> LatentCodec:
+    """The codec of ``sde``'s probability-flow ODE, with the SDE's default ``eps``.
+
+    ``builders.latent_codec_from_config`` reads the four settings from a sampling section.
 
     Args:
       sde: the forward SDE.
-      config: the sampling section, as for ``sampling.get_sampler`` (other keys ignored).
+      eps: the data end of the flow; None: ``sampling.default_eps(sde)``.
+      rtol: relative tolerance of the adaptive solver.
+      atol: absolute tolerance.
+      max_steps: step limit.
 
     Raises:
-      ValueError: for unknown or invalid sampling keys.
+      ValueError: if ``eps`` is not in (0, T), a tolerance is not positive or ``max_steps``
+        is not a positive integer.
     """
-    s = sampling._settings(config)
-    eps = sampling.default_eps(sde) if s["eps"] is None else s["eps"]
-    if not 0 < eps < sde.T:
-        raise ValueError(f"sampling.eps must be in (0, T={sde.T}), got {eps!r}.")
-    return LatentCodec(sde, eps, s["rtol"], s["atol"], s["max_steps"])
+    eps = sampling.default_eps(sde) if eps is None else eps
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
+        raise ValueError(f"eps must be in (0, T={sde.T}), got {eps!r}.")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}.")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+    return LatentCodec(sde, eps, rtol, atol, max_steps)

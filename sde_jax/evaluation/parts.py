@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import data, inception, likelihood, sampling
+from sde_jax import builders, data, inception, likelihood
 from sde_jax.evaluation import bpd as bpd_lib
 from sde_jax.evaluation import store
 from sde_jax.training import checkpoint, sharding
@@ -193,7 +193,7 @@ def _draw_fn(experiment: Experiment):
     """Jitted ``(params, key_data) -> (uint8 images, nfe)``, once per experiment."""
     config, mesh = experiment.config, experiment.mesh
     shape = (config.eval.batch_size, *experiment.image_shape)
-    sampler = sampling.get_sampler(experiment.sde, config.sampling, shape)
+    sampler = builders.get_sampler(experiment.sde, config.sampling, shape)
     batch_sharding = sharding.batch_sharding(mesh)
     to_unit = data.inverse_scaler(config.data.centered)
 

@@ -1,6 +1,7 @@
 r"""Deterministic steppers for the probability-flow ODE (paper eq. 13).
 
-``ProbabilityFlow`` applies a classic fixed-step rule (Euler, Heun, RK4) to the ODE velocity
+``ProbabilityFlow`` applies a classic fixed-step rule (``ode.EULER``, ``ode.HEUN``,
+``ode.RK4``: objects carrying their order and evaluations per step) to the ODE velocity
 :math:`f(x, t) - \tfrac12 g(t)^2 s_\theta(x, t)`. ``DPMSolverPP2M`` is the multistep
 DPM-Solver++ (Lu et al., 2022), which integrates the linear part exactly in the log-SNR
 variable and needs one score evaluation per step.
@@ -20,38 +21,47 @@ from sde_jax.typing import Array, Key, ScoreFn
 @register_static
 @dataclasses.dataclass(frozen=True)
 class ProbabilityFlow(Memoryless):
-    """One fixed step of the probability-flow ODE with the rule ``method``.
+    """One fixed step of the probability-flow ODE with the rule ``rule``.
+
+    ``ProbabilityFlow(sde, ode.HEUN)`` is EDM's second-order step; any
+    :class:`~sde_jax.ode.FixedStep` works, a user-written one included.
 
     Attributes:
       sde: the forward SDE.
-      method: 'euler' (order 1), 'heun' (order 2; EDM's second-order step) or 'rk4' (order 4).
+      rule: the fixed-step rule with its order and evaluations per step: ``ode.EULER``
+        (order 1), ``ode.HEUN`` (order 2) or ``ode.RK4`` (order 4).
+
+    Raises:
+      TypeError: if ``rule`` is not an ``ode.FixedStep`` (a name such as 'heun' included:
+        ``ode.FIXED_STEPS[name]`` gives the rule of a name).
     """
 
     sde: SDE
-    method: str = "heun"
+    rule: ode.FixedStep = ode.HEUN
 
     def __post_init__(self):
-        if self.method not in ode.FIXED_STEPS:
-            raise ValueError(
-                f"method must be one of {sorted(ode.FIXED_STEPS)}, got {self.method!r}."
+        if not isinstance(self.rule, ode.FixedStep):
+            raise TypeError(
+                "rule must be an ode.FixedStep such as ode.EULER, ode.HEUN or ode.RK4 "
+                f"(ode.FIXED_STEPS[name] for a name in {sorted(ode.FIXED_STEPS)}), "
+                f"got {self.rule!r}."
             )
 
     @property
     def order(self) -> int:
         """The rule's order of accuracy."""
-        return ode.FIXED_STEPS[self.method].order
+        return self.rule.order
 
     @property
     def nfe_per_step(self) -> int:
         """The rule's evaluations per step."""
-        return ode.FIXED_STEPS[self.method].nfe
+        return self.rule.nfe
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """Advances the ODE from ``t`` to ``t_next``; ``key`` is unused."""
         del key
-        rule = ode.FIXED_STEPS[self.method].step
         velocity = partial(_velocity, self.sde, score_fn)
-        x = rule(velocity, t, t_next, state.x)
+        x = self.rule.step(velocity, t, t_next, state.x)
         return state._replace(x=x, x_mean=x)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sde_jax import builders, data, images, losses, sampling
+from sde_jax import builders, data, images, losses
 from sde_jax.models import get_score_fn
 from sde_jax.platform import block_if_needed, must_block_each_step
 from sde_jax.training import checkpoint, sharding, tasks
@@ -76,7 +76,7 @@ class Experiment:
             num_scales=config.sde.num_scales,
         )
         builders.check_image_size(config)
-        self.sampler = sampling.get_sampler(
+        self.sampler = builders.get_sampler(
             self.sde, config.sampling, (t.sample_batch_size, *self.image_shape)
         )
         self.step_fn = step_lib.train_step
