@@ -8,10 +8,11 @@ The public surface, in one place:
 - ``sdes``: ``VPSDE``, ``SubVPSDE``, ``VESDE``, and the reverse-time and probability-flow
   drifts of any of them given a ``score_fn(x, t)``.
 - ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
-  combinators; time grids; the on-device sampling drivers and ``sampling.get_sampler``.
+  combinators; time grids; the on-device sampling drivers (``sampling.sample(key, score_fn,
+  stepper, grid, shape, sde=...)``, ``sampling.sample_adaptive``) and their final steps.
 - ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
 - ``controllable``: inpainting, colorization, class-conditional sampling (classifier and
-  classifier-free guidance) and probability-flow latents, beside ``sampling.get_sampler``.
+  classifier-free guidance) and probability-flow latents, built from a sampler.
 - ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
 - ``losses``: denoising score matching (continuous, SMLD, DDPM).
 - ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
@@ -23,7 +24,9 @@ The public surface, in one place:
   statistics of a data split), imported on demand.
 - ``training`` (``training.task``: the score model or the classifier), ``evaluation``,
   ``class_samples`` (``sample --class``), ``data`` (TensorFlow-based input pipelines, imported on
-  demand), ``builders`` (config sections to objects), ``cli`` (the ``sde-jax`` command).
+  demand), ``builders`` (config sections to objects, the one module that reads them:
+  ``builders.get_sampler``, which ``get_sampler`` here forwards to, and the controllable
+  builders' ``*_from_config``), ``cli`` (the ``sde-jax`` command).
 """
 
 from sde_jax import platform as _platform

@@ -1,5 +1,10 @@
 """Controllable generation against closed forms: Gaussian conditionals, mixture posteriors,
-the exact probability-flow map of Gaussian data."""
+the exact probability-flow map of Gaussian data.
+
+The builders take samplers (``controllable.get_inpainter(sampler)`` ...); most cases are
+configured through their config versions at the edge (``builders.inpainter_from_config`` ...),
+which build the same objects (``test_object_and_config_builders_agree``).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +14,7 @@ from gaussians import Gaussian, Mixture
 from jax.sharding import NamedSharding, PartitionSpec
 
 import sde_jax
-from sde_jax import controllable
+from sde_jax import builders, controllable, grids, sampling, steppers
 
 PC = {"method": "pc", "num_steps": 200, "corrector": "none"}
 STEPPERS = {
@@ -39,7 +44,7 @@ def test_inpainting_gaussian_matches_the_conditional_and_keeps_known_coordinates
     sde, n = sde_jax.VPSDE(), 2000
     known = np.array([True, True, False, False])
     data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
-    inpainter = controllable.get_inpainter(sde, STEPPERS[name], (n, 4))
+    inpainter = builders.inpainter_from_config(sde, STEPPERS[name], (n, 4))
     out = jax.jit(lambda key: inpainter(key, g.score_fn(sde), data, known.astype(np.float32)))(
         jax.random.key(1)
     )
@@ -81,7 +86,7 @@ def test_reconstruction_guidance_is_closer_to_the_gaussian_conditional():
     gain, cond_cov = gaussian_conditional(g, known)
     errors = {}
     for method in ("replacement", "reconstruction"):
-        inpainter = controllable.get_inpainter(sde, PC, (n, 4), method=method)
+        inpainter = builders.inpainter_from_config(sde, PC, (n, 4), method=method)
         out = inpainter(jax.random.key(1), g.score_fn(sde), data, known.astype(np.float32))
         slope, _, residual_var = regress_unknown(g, known, data, np.asarray(out.x))
         errors[method] = (
@@ -106,7 +111,7 @@ def test_known_pixels_of_images_are_reproduced_exactly_with_a_random_mask():
     sde = sde_jax.VESDE(sigma_max=10.0)
     data = np.asarray(jax.random.uniform(jax.random.key(0), shape), np.float32)
     mask = controllable.make_mask("random", shape, seed=3)
-    inpainter = controllable.get_inpainter(sde, {"method": "pc", "num_steps": 20}, shape)
+    inpainter = builders.inpainter_from_config(sde, {"method": "pc", "num_steps": 20}, shape)
     out = jax.jit(lambda key: inpainter(key, lambda x, t: -x, data, mask))(jax.random.key(0))
     x = np.asarray(out.x)
     np.testing.assert_array_equal(x[mask == 1], data[mask == 1])
@@ -138,7 +143,7 @@ def inpainted_fraction(method, n=1000):
     data = np.asarray(mix.sample(jax.random.key(0), n), np.float32)
     truth = mix.assign(data)
     mask = np.array([1.0] * 4 + [0.0] * 4, np.float32)
-    inpainter = controllable.get_inpainter(sde, PC, (n, 8), method=method)
+    inpainter = builders.inpainter_from_config(sde, PC, (n, 8), method=method)
     out = jax.jit(lambda key: inpainter(key, mix.score_fn(sde), data, mask))(jax.random.key(1))
     unknown = np.asarray(out.x)[:, 4:]
     distances = ((unknown[:, None] - mix.centres[None, :, 4:]) ** 2).sum(-1)
@@ -196,7 +201,7 @@ def test_classifier_guidance_with_scale_one_is_the_component_score():
 @pytest.mark.parametrize("config", [PC, {"method": "dpm_solver++", "num_steps": 30}])
 def test_class_conditional_sampling_lands_in_the_requested_component(config):
     mix, sde, n = separated_mixture(), sde_jax.VPSDE(), 600
-    sampler = controllable.get_conditional_sampler(sde, config, (n, 2))
+    sampler = builders.conditional_sampler_from_config(sde, config, (n, 2))
     labels = jnp.arange(n) % 3
     run = jax.jit(
         lambda key, scale: sampler(
@@ -234,7 +239,7 @@ def test_classifier_free_score_combines_conditional_and_null_scores():
         controllable.classifier_free_score(conditional, labels, 1.0, null_label=-1)
     # w = 0 samples the requested component.
     n = 300
-    sampler = sde_jax.get_sampler(sde, {"method": "dpm_solver++", "num_steps": 30}, (n, 2))
+    sampler = builders.get_sampler(sde, {"method": "dpm_solver++", "num_steps": 30}, (n, 2))
     labels = jnp.arange(n) % 3
     guided = controllable.classifier_free_score(conditional, labels, 0.0, null_label=3)
     out = jax.jit(lambda key: sampler(key, guided))(jax.random.key(0))
@@ -263,7 +268,7 @@ def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
 
     images = np.asarray(g.sample(jax.random.key(0), shape[0]), np.float32).reshape(shape)
     gray = images.mean(-1, keepdims=True)
-    colorizer = controllable.get_colorizer(sde, {**PC, "num_steps": 100}, shape)
+    colorizer = builders.colorizer_from_config(sde, {**PC, "num_steps": 100}, shape)
     out = colorizer(jax.random.key(1), score_fn, gray)
     np.testing.assert_allclose(np.asarray(out.x).mean(-1, keepdims=True), gray, atol=1e-5)
     same = colorizer(jax.random.key(1), score_fn, np.repeat(gray, 3, axis=-1))
@@ -275,21 +280,25 @@ def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
     with pytest.raises(ValueError, match="gray must have shape"):
         colorizer(jax.random.key(0), score_fn, gray[:, :1])
     with pytest.raises(ValueError, match="shape must be"):
-        controllable.get_colorizer(sde, PC, (4, 2, 2, 1))
+        builders.colorizer_from_config(sde, PC, (4, 2, 2, 1))
 
 
 def test_inpainter_validates_its_inputs():
     sde = sde_jax.VPSDE()
     with pytest.raises(ValueError, match="method must be one of"):
-        controllable.get_inpainter(sde, PC, (2, 4), method="repaint")
+        builders.inpainter_from_config(sde, PC, (2, 4), method="repaint")
     with pytest.raises(ValueError, match="adaptive"):
-        controllable.get_inpainter(sde, {"method": "ode"}, (2, 4))
-    inpainter = controllable.get_inpainter(sde, PC, (2, 4))
+        builders.inpainter_from_config(sde, {"method": "ode"}, (2, 4))
+    with pytest.raises(
+        ValueError, match=r"needs a sampling\.FixedGridSampler; got AdaptiveODESampler"
+    ):
+        controllable.get_colorizer(sampling.AdaptiveODESampler(sde, (2, 2, 2, 3), eps=1e-3))
+    inpainter = builders.inpainter_from_config(sde, PC, (2, 4))
     with pytest.raises(ValueError, match="data must have shape"):
         inpainter(jax.random.key(0), lambda x, t: -x, jnp.zeros((3, 4)), jnp.ones(4))
     with pytest.raises(ValueError, match="does not broadcast"):
         inpainter(jax.random.key(0), lambda x, t: -x, jnp.zeros((2, 4)), jnp.ones(3))
-    sampler = controllable.get_conditional_sampler(sde, PC, (2, 4))
+    sampler = builders.conditional_sampler_from_config(sde, PC, (2, 4))
     with pytest.raises(ValueError, match="labels must have shape"):
         sampler(jax.random.key(0), lambda x, t: -x, lambda x, t, y: x[:, 0], jnp.zeros(3, int))
 
@@ -299,7 +308,7 @@ def test_inpainting_sharded_over_devices_equals_one_device():
     g = Gaussian.random(4, seed=1)
     data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
     mask = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
-    inpainter = controllable.get_inpainter(
+    inpainter = builders.inpainter_from_config(
         sde, {"method": "pc", "num_steps": 10}, (n, 4), method="reconstruction"
     )
     run = jax.jit(lambda key, data: inpainter(key, g.score_fn(sde), data, mask).x)
@@ -320,7 +329,7 @@ def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it(sde):
     jax.config.update("jax_enable_x64", True)
     try:
         g = Gaussian.random(6, seed=4)
-        codec = controllable.get_latent_codec(sde, {"rtol": 1e-8, "atol": 1e-8})
+        codec = controllable.get_latent_codec(sde, rtol=1e-8, atol=1e-8)
         x = jnp.asarray(g.sample(jax.random.key(0), 32), jnp.float64)
         encoded = codec.encode(g.score_fn(sde), x)
         assert encoded.success
@@ -337,7 +346,7 @@ def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it(sde):
 
 def test_decode_round_trip_of_a_mixture_within_solver_tolerance():
     mix, sde = separated_mixture(), sde_jax.VPSDE()
-    codec = controllable.get_latent_codec(sde, {"rtol": 1e-5, "atol": 1e-5})
+    codec = builders.latent_codec_from_config(sde, {"rtol": 1e-5, "atol": 1e-5})
     x = mix.sample(jax.random.key(0), 64)
     z = codec.encode(mix.score_fn(sde), x)
     back = codec.decode(mix.score_fn(sde), z.z)
@@ -369,7 +378,7 @@ def test_slerp_follows_the_great_circle_and_interpolates_norms():
 
 def test_temperature_sampling_and_interpolation_of_gaussian_data():
     g, sde = Gaussian.random(4, seed=5), sde_jax.VPSDE()
-    codec = controllable.get_latent_codec(sde, {})
+    codec = controllable.get_latent_codec(sde)
     key = jax.random.key(3)
     sample = jax.jit(lambda temperature: codec.sample(key, g.score_fn(sde), (8, 4), temperature))
     for temperature in (1.0, 0.5):
@@ -386,3 +395,32 @@ def test_temperature_sampling_and_interpolation_of_gaussian_data():
     np.testing.assert_allclose(path.x[2], middle, atol=1e-3)
     with pytest.raises(ValueError, match="num must be"):
         codec.interpolate(g.score_fn(sde), x0, x1, 1)
+
+
+def test_object_and_config_builders_agree():
+    """The objects API by hand gives the config builders' results, key for key."""
+    n, sde = 8, sde_jax.VPSDE()
+    g = Gaussian.random(4, seed=1)
+    data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
+    mask = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+    stepper = steppers.PredictorCorrector(
+        steppers.ReverseDiffusion(sde), steppers.Langevin(sde, snr=0.16)
+    )
+    sampler = sampling.FixedGridSampler(sde, stepper, grids.uniform_grid(sde, 10, 1e-3), (n, 4))
+    config = {"method": "pc", "num_steps": 10}
+    key, score_fn = jax.random.key(3), g.score_fn(sde)
+    for method in ("replacement", "reconstruction"):
+        by_hand = controllable.get_inpainter(sampler, method=method)(key, score_fn, data, mask)
+        by_config = builders.inpainter_from_config(sde, config, (n, 4), method=method)
+        np.testing.assert_array_equal(by_hand.x, by_config(key, score_fn, data, mask).x)
+    labels = jnp.arange(n) % 2
+    log_prob = lambda x, t, y: -jnp.sum((x - y[:, None]) ** 2, 1)  # noqa: E731
+    by_hand = controllable.get_conditional_sampler(sampler)(key, score_fn, log_prob, labels)
+    by_config = builders.conditional_sampler_from_config(sde, config, (n, 4))
+    np.testing.assert_array_equal(by_hand.x, by_config(key, score_fn, log_prob, labels).x)
+    codec = builders.latent_codec_from_config(sde, {"rtol": 1e-4, "max_steps": 100, "snr": 1})
+    assert codec == controllable.LatentCodec(sde, 1e-3, 1e-4, 1e-5, 100)
+    with pytest.raises(ValueError, match=r"eps must be in \(0, T=1.0\), got 2.0"):
+        controllable.get_latent_codec(sde, eps=2.0)
+    with pytest.raises(TypeError, match="sampler must be a sampler"):
+        controllable.get_conditional_sampler(stepper)

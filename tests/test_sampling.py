@@ -1,4 +1,10 @@
-"""Samplers against the truth: Gaussian and mixture data, whose scores are closed form."""
+"""Samplers against the truth: Gaussian and mixture data, whose scores are closed form.
+
+Most cases are configured through ``builders.get_sampler`` (the original's sampling keys);
+the objects API it builds (``sampling.sample``, ``FixedGridSampler``, final steps,
+``ProbabilityFlow`` rules) is tested at the end and against recorded outputs in
+``test_sampler_outputs.py``.
+"""
 
 import functools
 
@@ -11,7 +17,7 @@ from gaussians import Gaussian, Mixture, energy_distance
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scipy import stats
 
-from sde_jax import VESDE, VPSDE, SubVPSDE, grids, ode, sampling, steppers
+from sde_jax import VESDE, VPSDE, SubVPSDE, builders, grids, ode, sampling, steppers
 from sde_jax.sdes import probability_flow_drift
 
 DIM, N = 32, 2000
@@ -58,7 +64,7 @@ def check_gaussian_samples(x, data=DATA, bias=0.02):
 
 
 def run(sde, config, key=0, data=DATA, shape=(N, DIM)):
-    sampler = sampling.get_sampler(sde, ml_collections.ConfigDict(config), shape)
+    sampler = builders.get_sampler(sde, ml_collections.ConfigDict(config), shape)
     return jax.jit(lambda k: sampler(k, data.score_fn(sde)))(jax.random.key(key))
 
 
@@ -173,9 +179,9 @@ def _gaussian_flow_error(sde, stepper, num_steps, t_end=0.1):
 @pytest.mark.parametrize(
     ("make", "order"),
     [
-        (lambda sde: steppers.ProbabilityFlow(sde, "euler"), 1),
-        (lambda sde: steppers.ProbabilityFlow(sde, "heun"), 2),
-        (lambda sde: steppers.ProbabilityFlow(sde, "rk4"), 4),
+        (lambda sde: steppers.ProbabilityFlow(sde, ode.EULER), 1),
+        (lambda sde: steppers.ProbabilityFlow(sde, ode.HEUN), 2),
+        (lambda sde: steppers.ProbabilityFlow(sde, ode.RK4), 4),
         (steppers.DPMSolverPP2M, 2),
     ],
     ids=["euler", "heun", "rk4", "dpm_solver++"],
@@ -237,7 +243,7 @@ def test_langevin_step_sizes_are_per_example():
 )
 def test_samples_do_not_depend_on_the_device_count(config):
     sde = VESDE() if config["method"] == "pc" else VPSDE()
-    sampler = sampling.get_sampler(sde, config, (64, DIM))
+    sampler = builders.get_sampler(sde, config, (64, DIM))
     score_fn = DATA.score_fn(sde)
     key = jax.random.key(6)
     single = jax.block_until_ready(jax.jit(lambda k: sampler(k, score_fn))(key))
@@ -259,7 +265,7 @@ def test_samples_do_not_depend_on_the_device_count(config):
 def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
     sde = VPSDE()
     config = {"method": "heun", "num_steps": 20}
-    sampler = sampling.get_sampler(sde, config, (8, 3))
+    sampler = builders.get_sampler(sde, config, (8, 3))
     keys = jax.random.split(jax.random.key(7), 3)
     batch = jax.vmap(lambda k: sampler(k, lambda x, t: -x).x)(keys)
     assert batch.shape == (3, 8, 3)
@@ -274,7 +280,7 @@ def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
         return jnp.sum(sampler64(jax.random.key(8), score_fn).x ** 2)
 
     with jax.enable_x64(True):
-        sampler64 = sampling.get_sampler(sde, config, (8, 3), jnp.float64)
+        sampler64 = builders.get_sampler(sde, config, (8, 3), jnp.float64)
         a = jnp.asarray(1.5, jnp.float64)
         grad = jax.grad(sample_norm)(a)
         fd = (sample_norm(a + 1e-5) - sample_norm(a - 1e-5)) / 2e-5
@@ -284,7 +290,7 @@ def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
 
 def test_chunked_sampling_equals_one_run_and_reports_progress():
     sde = VESDE()
-    sampler = sampling.get_sampler(sde, {"method": "pc", "num_steps": 30}, (16, DIM))
+    sampler = builders.get_sampler(sde, {"method": "pc", "num_steps": 30}, (16, DIM))
     score_fn = DATA.score_fn(sde)
     key = jax.random.key(9)
     whole = jax.jit(lambda k: sampler(k, score_fn))(key)
@@ -298,7 +304,7 @@ def test_chunked_sampling_equals_one_run_and_reports_progress():
 
 
 def test_adaptive_solver_reports_failure_instead_of_hanging():
-    sampler = sampling.get_sampler(VPSDE(), {"method": "ode", "max_steps": 3}, (8, DIM))
+    sampler = builders.get_sampler(VPSDE(), {"method": "ode", "max_steps": 3}, (8, DIM))
     out = jax.jit(lambda k: sampler(k, DATA.score_fn(VPSDE())))(jax.random.key(10))
     assert not bool(out.success)
 
@@ -309,7 +315,7 @@ def test_adaptive_solver_reports_failure_instead_of_hanging():
         ({"method": "ddim"}, r"sampling.method must be one of .*'dpm_solver\+\+'.*got 'ddim'"),
         ({"predictor": "heun"}, r"sampling.predictor must be one of .*'reverse_diffusion'"),
         ({"corrector": "hmc"}, r"sampling.corrector must be one of \['ald', 'langevin', 'none'\]"),
-        ({"grid": "cosine"}, r"sampling.grid must be one of \['karras', 'log_snr', 'uniform'\]"),
+        ({"grid": "cosine"}, r"sampling.grid must be one of \[.*'karras', 'log_snr'.*got 'cosine'"),
         ({"n_step_each": 2}, r"unknown sampling key\(s\) \['n_step_each'\]; valid keys"),
         ({"snr": -1.0}, r"snr must be a positive number, got -1.0"),
         ({"num_steps": 0}, r"num_steps must be a positive integer, got 0"),
@@ -317,18 +323,18 @@ def test_adaptive_solver_reports_failure_instead_of_hanging():
 )
 def test_bad_configs_name_the_key_and_valid_choices(config, message):
     with pytest.raises(ValueError, match=message):
-        sampling.get_sampler(VPSDE(), config, (4, 2))
+        builders.get_sampler(VPSDE(), config, (4, 2))
 
 
 def test_ancestral_sampling_rejects_sub_vp():
     with pytest.raises(ValueError, match=r"ancestral_sampling.*SubVPSDE"):
-        sampling.get_sampler(SubVPSDE(), {"predictor": "ancestral_sampling"}, (4, 2))
+        builders.get_sampler(SubVPSDE(), {"predictor": "ancestral_sampling"}, (4, 2))
 
 
 def test_whole_config_is_refused_with_a_hint():
     config = ml_collections.ConfigDict({"sampling": {"method": "pc"}})
     with pytest.raises(ValueError, match=r"pass config\.sampling"):
-        sampling.get_sampler(VPSDE(), config, (4, 2))
+        builders.get_sampler(VPSDE(), config, (4, 2))
 
 
 def test_grids():
@@ -346,3 +352,96 @@ def test_grids():
         grids.karras_grid(vp, 10, 1e-3)
     with pytest.raises(ValueError, match=r"eps must be a number in \(0, T=1.0\)"):
         grids.uniform_grid(vp, 10, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The objects API: sampling.sample, final steps, ProbabilityFlow rules, validation.
+
+
+def test_sample_equals_the_sampler_object_and_takes_a_traced_grid():
+    sde = VPSDE()
+    stepper = steppers.PredictorCorrector(
+        steppers.ReverseDiffusion(sde), steppers.Langevin(sde, snr=0.16)
+    )
+    grid = grids.uniform_grid(sde, 10, 1e-3)
+    score_fn, key = DATA.score_fn(sde), jax.random.key(11)
+    out = sampling.sample(key, score_fn, stepper, grid, (8, DIM), sde=sde)
+    sampler = sampling.FixedGridSampler(sde, stepper, np.asarray(grid), (8, DIM))
+    np.testing.assert_array_equal(out.x, sampler(key, score_fn).x)
+    assert int(out.nfe) == 20
+    # The grid is an argument like any other: jit it, or differentiate through its times.
+    traced = jax.jit(lambda g: sampling.sample(key, score_fn, stepper, g, (8, DIM), sde=sde).x)
+    np.testing.assert_allclose(traced(grid), out.x, rtol=1e-5, atol=1e-5)
+
+
+def test_final_steps():
+    """None returns x; the noise-free mean x_mean; Tweedie the exact E[x_0 | x_t] of Gaussian
+    data, mu + m C (m^2 C + s^2 I)^-1 (x_t - m mu)."""
+    sde, g = VPSDE(), Gaussian.random(3, seed=4)
+    x = jax.random.normal(jax.random.key(12), (5, 3))
+    state = steppers.State(x, 0.5 * x)
+    t = jnp.asarray(0.3)
+    score_fn = g.score_fn(sde)
+    assert sampling.NoDenoising()(sde, score_fn, state, t) is x
+    assert sampling.NoiseFreeMean()(sde, score_fn, state, t) is state.x_mean
+    tweedie = sampling.TweedieDenoising()(sde, score_fn, state, t)
+    m, s = float(sde.mean_coeff(t)), float(sde.marginal_std(t))
+    gain = m * g.cov @ np.linalg.inv(m**2 * g.cov + s**2 * np.eye(3))
+    expected = g.mean + (np.asarray(x, np.float64) - m * g.mean) @ gain.T
+    np.testing.assert_allclose(tweedie, expected, rtol=1e-4, atol=1e-5)
+    nfes = [f.nfe for f in (sampling.NoDenoising(), sampling.NoiseFreeMean())]
+    assert nfes == [0, 0] and sampling.TweedieDenoising().nfe == 1
+
+
+def test_probability_flow_rules_are_objects():
+    sde = VPSDE()
+    for rule, order, nfe in ((ode.EULER, 1, 1), (ode.HEUN, 2, 2), (ode.RK4, 4, 4)):
+        stepper = steppers.ProbabilityFlow(sde, rule)
+        assert (stepper.order, stepper.nfe_per_step) == (order, nfe)
+    assert steppers.ProbabilityFlow(sde).rule is ode.HEUN  # EDM's step by default
+
+    def midpoint(fn, t, t_next, y):  # a user-written rule: explicit midpoint, order 2
+        h = t_next - t
+        return y + h * fn(t + h / 2, y + (h / 2) * fn(t, y))
+
+    stepper = steppers.ProbabilityFlow(sde, ode.FixedStep(midpoint, order=2, nfe=2))
+    with jax.enable_x64(True):
+        errors = [_gaussian_flow_error(sde, stepper, n) for n in (64, 128)]
+    assert abs(np.log2(errors[0] / errors[1]) - 2) < 0.3, errors
+    with pytest.raises(TypeError, match=r"rule must be an ode.FixedStep such as .*got 'heun'"):
+        steppers.ProbabilityFlow(sde, "heun")
+
+
+def test_sample_and_sample_adaptive_validate_their_arguments():
+    sde = VPSDE()
+    stepper, grid = steppers.DPMSolverPP2M(sde), grids.uniform_grid(sde, 4, 1e-3)
+    key, score_fn = jax.random.key(0), DATA.score_fn(sde)
+    with pytest.raises(ValueError, match=r"shape must be a non-empty tuple of ints.*got \[4, 2\]"):
+        sampling.sample(key, score_fn, stepper, grid, [4, 2], sde=sde)
+    with pytest.raises(ValueError, match=r"grid must be 1-D with at least 2 times.*\(1,\)"):
+        sampling.sample(key, score_fn, stepper, grid[:1], (4, 2), sde=sde)
+    with pytest.raises(TypeError, match=r"stepper must be a stepper.*without \['init'"):
+        sampling.sample(key, score_fn, "dpm_solver++", grid, (4, 2), sde=sde)
+    with pytest.raises(TypeError, match=r"final_step must be a final step.*got 'tweedie'"):
+        sampling.sample(key, score_fn, stepper, grid, (4, 2), sde=sde, final_step="tweedie")
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, T=1.0\), got 0.0"):
+        sampling.sample_adaptive(key, score_fn, (4, 2), sde=sde, eps=0.0)
+    with pytest.raises(ValueError, match=r"rtol must be > 0, got -1"):
+        sampling.sample_adaptive(key, score_fn, (4, 2), sde=sde, rtol=-1)
+    with pytest.raises(ValueError, match=r"max_steps must be a positive integer, got 0"):
+        sampling.sample_adaptive(key, score_fn, (4, 2), sde=sde, max_steps=0)
+
+
+def test_sample_adaptive_takes_the_sde_default_eps_and_its_final_step():
+    sde, shape = VESDE(), (8, DIM)
+    score_fn, key = DATA.score_fn(sde), jax.random.key(13)
+    out = jax.jit(lambda k: sampling.sample_adaptive(k, score_fn, shape, sde=sde))(key)
+    sampler = builders.get_sampler(sde, {"method": "ode"}, shape)
+    assert sampler.eps == sampling.default_eps(sde)
+    np.testing.assert_array_equal(out.x, jax.jit(lambda k: sampler(k, score_fn))(key).x)
+    raw = jax.jit(
+        lambda k: sampling.sample_adaptive(
+            k, score_fn, shape, sde=sde, final_step=sampling.NoDenoising()
+        )
+    )(key)
+    assert int(raw.nfe) == int(out.nfe) - 1 and not np.allclose(raw.x, out.x)
