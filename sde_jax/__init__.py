@@ -10,6 +10,9 @@ The public surface, in one place:
 - ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
   combinators; time grids; the on-device sampling drivers (``sampling.sample(key, score_fn,
   stepper, grid, shape, sde=...)``, ``sampling.sample_adaptive``) and their final steps.
+- ``predictions``: score, noise (eps), data (x0, the denoiser) and velocity (v) predictions
+  converted into one another given the SDE, and the EDM preconditioning (Karras et al. 2022)
+  that turns a raw network into a denoiser or a ``score_fn`` for any SDE.
 - ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
 - ``controllable``: inpainting, colorization, class-conditional sampling (classifier and
   classifier-free guidance) and probability-flow latents, built from a sampler.
@@ -39,6 +42,7 @@ from sde_jax import (  # noqa: E402
     likelihood,
     losses,
     ode,
+    predictions,
     sampling,
     steppers,
 )
@@ -74,6 +78,7 @@ __all__ = [
     "log_likelihood",
     "losses",
     "ode",
+    "predictions",
     "probability_flow_drift",
     "reverse_drift",
     "sampling",

@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sde_jax import predictions
 from sde_jax.sampling import FixedGridSampler, SampleOutput
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers import PredictorCorrector, State
@@ -143,7 +144,7 @@ def reconstruction_guided_score(
 
         def denoised(x):
             score = score_fn(x, t)
-            return (x + s**2 * score) / m, score
+            return predictions.x0_from_score(sde, x, t, score), score
 
         x0, vjp, score = jax.vjp(denoised, x, has_aux=True)
         (likelihood_grad,) = vjp(mask * (data - x0) * (m**2 + s**2) / s**2)

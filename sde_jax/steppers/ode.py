@@ -12,8 +12,8 @@ from functools import partial
 
 import jax.numpy as jnp
 
-from sde_jax import ode
-from sde_jax.sdes import SDE, batch_times, expand_to, probability_flow_drift
+from sde_jax import ode, predictions
+from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers.base import Memoryless, State, register_static
 from sde_jax.typing import Array, Key, ScoreFn
 
@@ -73,11 +73,10 @@ def denoise(sde: SDE, score_fn: ScoreFn, x: Array, t: Array) -> Array:
     r"""Tweedie's estimate :math:`E[x_0 | x_t] = (x_t + s(t)^2 \nabla \log p_t(x_t)) / m(t)`.
 
     The final denoising step of the ODE samplers; for the VE SDE it equals the original's
-    single reverse-diffusion step at eps, :math:`x + \sigma(\epsilon)^2 s_\theta`.
+    single reverse-diffusion step at eps, :math:`x + \sigma(\epsilon)^2 s_\theta`. The
+    data prediction of :mod:`sde_jax.predictions` (``from_score_fn(sde, score_fn, "x0")``).
     """
-    t_batch = batch_times(x, t)
-    mean, std = sde.mean_coeff(t_batch), sde.marginal_std(t_batch)
-    return (x + expand_to(std**2, x) * score_fn(x, t_batch)) / expand_to(mean, x)
+    return predictions.from_score_fn(sde, score_fn, "x0")(x, t)
 
 
 def _log_snr(sde: SDE, t: Array) -> Array:
@@ -90,7 +89,8 @@ class DPMSolverPP2M:
     r"""DPM-Solver++(2M): second-order multistep solver of the probability-flow ODE.
 
     With :math:`\lambda = \log(m/s)`, :math:`h = \lambda_{next} - \lambda` and the data
-    prediction :math:`D = (x + s^2 s_\theta)/m`, one step is
+    prediction :math:`D = (x + s^2 s_\theta)/m` (:func:`sde_jax.predictions.x0_from_score`),
+    one step is
 
     .. math:: x_{next} = \frac{s_{next}}{s} x + m_{next}(1 - e^{-h})\,
               \big[(1 + \tfrac{1}{2r}) D - \tfrac{1}{2r} D_{prev}\big], \quad r = h_{prev}/h,
@@ -111,10 +111,10 @@ class DPMSolverPP2M:
         """One multistep update; ``key`` is unused."""
         del key
         x, (d_prev, h_prev) = state.x, state.history
-        m, s = self.sde.mean_coeff(t), self.sde.marginal_std(t)
+        s = self.sde.marginal_std(t)
         m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
         h = _log_snr(self.sde, t_next) - _log_snr(self.sde, t)
-        d = (x + s**2 * score_fn(x, batch_times(x, t))) / m
+        d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
         half_inv_r = jnp.where(h_prev > 0, 0.5 * h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
         d_combined = (1.0 + half_inv_r) * d - half_inv_r * d_prev
         x = (s_next / s) * x - m_next * jnp.expm1(-h) * d_combined
