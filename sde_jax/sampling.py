@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from sde_jax import grids, ode
-from sde_jax.sdes import SDE, VESDE, probability_flow_drift
+from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers import (
     AncestralSampling,
     AnnealedLangevin,
@@ -251,8 +251,11 @@ DEFAULTS = {
 
 
 def default_eps(sde: SDE) -> float:
-    """The paper's smallest sampling time: 1e-5 for VE, 1e-3 for VP and sub-VP."""
-    return 1e-5 if isinstance(sde, VESDE) else 1e-3
+    """The SDE's smallest sampling time, ``sde.default_eps``.
+
+    1e-5 for VE and 1e-3 for VP and sub-VP (the paper's), 1e-3 for cosine VP, sigma_min for EDM.
+    """
+    return sde.default_eps
 
 
 def _choice(name: str, value: object, valid) -> None:

@@ -70,10 +70,6 @@ def denoise(sde: SDE, score_fn: ScoreFn, x: Array, t: Array) -> Array:
     return (x + expand_to(std**2, x) * score_fn(x, t_batch)) / expand_to(mean, x)
 
 
-def _log_snr(sde: SDE, t: Array) -> Array:
-    return jnp.log(sde.mean_coeff(t)) - jnp.log(sde.marginal_std(t))
-
-
 @register_static
 @dataclasses.dataclass(frozen=True)
 class DPMSolverPP2M:
@@ -103,7 +99,7 @@ class DPMSolverPP2M:
         x, (d_prev, h_prev) = state.x, state.history
         m, s = self.sde.mean_coeff(t), self.sde.marginal_std(t)
         m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr(self.sde, t_next) - _log_snr(self.sde, t)
+        h = self.sde.log_snr(t_next) - self.sde.log_snr(t)
         d = (x + s**2 * score_fn(x, batch_times(x, t))) / m
         half_inv_r = jnp.where(h_prev > 0, 0.5 * h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
         d_combined = (1.0 + half_inv_r) * d - half_inv_r * d_prev
