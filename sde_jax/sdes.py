@@ -248,8 +248,9 @@ class SDE(abc.ABC):
         .. math:: \mu = \frac{m(t')}{m(t)}\big(x_t + (1 - r^2)\, s(t)^2 \nabla\log p_t\big),
                   \quad \mathrm{std} = s(t')\sqrt{1 - r^2}.
 
-        For VE this is the SMLD step (paper eq. 47); VPSDE and VESDE override it with the
-        original's formulas of its discrete tables.
+        For VE it is the SMLD ancestral step (paper eq. 48), and to first order in the step it
+        is DDPM's for VP (eq. 47); VPSDE and VESDE override it with the original's exact
+        formulas on their discrete tables.
 
         Args:
           x: state at t, ``[batch, ...]``.
@@ -279,9 +280,9 @@ class SDE(abc.ABC):
     # ------------------------------------------------------------------------- network convention
 
     network_output: ClassVar[Literal["noise", "score"]] = "noise"
-    """What the original's networks output for this SDE: ``'noise'`` (VP-like: the network
-    predicts :math:`-s(t)\\nabla\\log p_t`, so the score is ``-output / s(t)``) or ``'score'``
-    (VE-like: the network divides by sigma itself and outputs the score)."""
+    r"""What the original's networks output for this SDE: ``'noise'`` (VP-like: the network
+    predicts the noise :math:`-s(t)\nabla\log p_t`, so the score is ``-output / s(t)``) or
+    ``'score'`` (VE-like: the network divides by sigma itself and outputs the score)."""
 
     def network_labels(self, t: ArrayLike) -> Array:
         """The continuous time conditioning the networks take: ``999 t`` (VP-like, DDPM's scale).
