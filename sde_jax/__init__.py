@@ -5,8 +5,10 @@ Stochastic Differential Equations", ICLR 2021.
 
 The public surface, in one place:
 
-- ``sdes``: ``VPSDE``, ``SubVPSDE``, ``VESDE``, and the reverse-time and probability-flow
-  drifts of any of them given a ``score_fn(x, t)``.
+- ``sdes``: ``VPSDE``, ``SubVPSDE``, ``VESDE``, ``CosineVPSDE`` (Nichol and Dhariwal 2021) and
+  ``EDMSDE`` (Karras et al. 2022), each with its noise geometry in closed form (``log_snr``,
+  ``sigma`` and their inverses), and the reverse-time and probability-flow drifts of any of
+  them given a ``score_fn(x, t)``.
 - ``steppers``, ``grids``, ``sampling``: predictors, correctors, ODE steps and their
   combinators; time grids; the on-device sampling drivers (``sampling.sample(key, score_fn,
   stepper, grid, shape, sde=...)``, ``sampling.sample_adaptive``) and their final steps.
@@ -50,9 +52,11 @@ from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
 from sde_jax.losses import get_loss_fn  # noqa: E402
 from sde_jax.sampling import SampleOutput, get_sampler  # noqa: E402
 from sde_jax.sdes import (  # noqa: E402
+    EDMSDE,
     SDE,
     VESDE,
     VPSDE,
+    CosineVPSDE,
     ScoreFn,
     SubVPSDE,
     probability_flow_drift,
@@ -62,9 +66,11 @@ from sde_jax.sdes import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "EDMSDE",
     "SDE",
     "VESDE",
     "VPSDE",
+    "CosineVPSDE",
     "SampleOutput",
     "ScoreFn",
     "SubVPSDE",

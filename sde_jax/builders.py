@@ -8,6 +8,7 @@ and the ``*_from_config`` functions do the same for the controllable builders of
 never sees a config; the CLI, training and evaluation call these.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ import optax
 
 from sde_jax import controllable, grids, ode, sampling
 from sde_jax.models import build_model
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE
+from sde_jax.sdes import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax.steppers import (
     AncestralSampling,
     AnnealedLangevin,
@@ -33,12 +34,22 @@ from sde_jax.steppers import (
     ReverseDiffusion,
 )
 
-SDES: dict[str, type[SDE]] = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}
-"""SDE classes by the original's ``training.sde`` names."""
+SDES: dict[str, type[SDE]] = {
+    "vesde": VESDE,
+    "vpsde": VPSDE,
+    "subvpsde": SubVPSDE,
+    "cosinevpsde": CosineVPSDE,
+    "edmsde": EDMSDE,
+}
+"""SDE classes by the original's ``training.sde`` names, and the two added here."""
 
 
 def build_sde(section: Mapping[str, Any]) -> SDE:
     """Builds the SDE of a config's ``sde`` section (``name`` and its parameters).
+
+    The parameters are the SDE's own fields found in the section (``sigma_min`` and
+    ``sigma_max`` for VE and EDM, ``beta_min`` and ``beta_max`` for VP and sub-VP, ``offset``
+    and ``t_max`` for cosine VP); a field the section lacks keeps the SDE's default.
 
     Raises:
       ValueError: for an unknown ``sde.name`` (listing the valid ones) or invalid parameters.
@@ -46,9 +57,9 @@ def build_sde(section: Mapping[str, Any]) -> SDE:
     name = section["name"]
     if not isinstance(name, str) or name.lower() not in SDES:
         raise ValueError(f"sde.name must be one of {sorted(SDES)}, got {name!r}.")
-    if name.lower() == "vesde":
-        return VESDE(sigma_min=section["sigma_min"], sigma_max=section["sigma_max"])
-    return SDES[name.lower()](beta_min=section["beta_min"], beta_max=section["beta_max"])
+    cls = SDES[name.lower()]
+    fields = [field.name for field in dataclasses.fields(cls)]
+    return cls(**{key: section[key] for key in fields if key in section})
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -31,7 +31,7 @@ from absl import logging
 from jaxtyping import Float, Int
 
 from sde_jax import ode
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, probability_flow_drift
+from sde_jax.sdes import SDE, check_log_snr_inverse, probability_flow_drift
 from sde_jax.typing import Array, ArrayLike, Data, Key, PerExample, ScoreFn
 
 __all__ = [
@@ -114,45 +114,15 @@ def _draw_probes(key: Key, x: Data, hutchinson: str, num_probes: int) -> Probes:
 
 
 # --------------------------------------------------------------------------------------------
-# Time variables. u = log(s(t)/m(t)), the log noise-to-signal ratio (EDM's log sigma; the log
-# SNR is -2u). Near t = eps, s(t) ~ sqrt(t) for VP and sub-VP, so the drift in t varies on the
-# scale of t itself; in u it does not. Only t(u) is needed: dt/du comes from its jvp.
+# Time variables. u = log(s(t)/m(t)) = -lambda(t), the log noise-to-signal ratio (EDM's log
+# sigma; the log SNR is -2u). Near t = eps, s(t) ~ sqrt(t) for VP and sub-VP, so the drift in t
+# varies on the scale of t itself; in u it does not. Only t(u) is needed, the SDE's closed-form
+# inverse of its log-SNR: dt/du comes from its jvp.
 
 
 def log_sigma(sde: SDE, t: ArrayLike) -> Array:
-    r""":math:`\log(s(t)/m(t))`, the time variable of ``time_variable='log_sigma'``."""
-    return jnp.log(sde.marginal_std(t)) - jnp.log(sde.mean_coeff(t))
-
-
-def _time_of_log_sigma(sde: SDE) -> Callable[[Array], Array]:
-    """The inverse of :func:`log_sigma` in closed form for the three SDEs of the paper."""
-    if isinstance(sde, VESDE):
-        return lambda u: (u - math.log(sde.sigma_min)) / sde.log_sigma_ratio
-
-    if isinstance(sde, VPSDE):  # s/m = sqrt(e^B - 1)
-
-        def integrated_beta(u):
-            return jnp.log1p(jnp.exp(2.0 * u))
-
-    elif isinstance(sde, SubVPSDE):  # s/m = e^{B/2} - e^{-B/2} = 2 sinh(B/2)
-
-        def integrated_beta(u):
-            return 2.0 * jnp.arcsinh(0.5 * jnp.exp(u))
-
-    else:
-        raise ValueError(
-            "time_variable='log_sigma' needs the inverse of log(s(t)/m(t)), known for VPSDE, "
-            f"SubVPSDE and VESDE; got an SDE of type {type(sde).__name__}. Use time_variable='t'."
-        )
-
-    b0, slope = sde.beta_min, sde.beta_max - sde.beta_min
-
-    def time(u):
-        # The root of b0 t + slope t^2 / 2 = B, written without cancellation for small B.
-        big_b = integrated_beta(u)
-        return 2.0 * big_b / (b0 + jnp.sqrt(b0**2 + 2.0 * slope * big_b))
-
-    return time
+    r""":math:`\log(s(t)/m(t)) = -\lambda(t)`, the variable of ``time_variable='log_sigma'``."""
+    return -sde.log_snr(t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +189,8 @@ def log_likelihood(
       atol: absolute tolerance of the ODE solver.
       eps: the start time :math:`\epsilon`, in (0, T).
       time_variable: ``'t'`` integrates in the SDE's time as the paper did; ``'log_sigma'``
-        integrates in :math:`u = \log(s(t)/m(t))` (minus half the log SNR) instead. Both
+        integrates in :math:`u = \log(s(t)/m(t)) = -\lambda(t)` (``-sde.log_snr``, mapped back
+        by the SDE's closed-form ``t_of_log_snr``) instead. Both
         compute the same quantity, :math:`\int F\,dt = \int F\,(dt/du)\,du`, and agree to
         solver accuracy. (The log SNR is :math:`-2u`, an affine change of ``u``, so it gives
         the same solve.) Log sigma takes fewer evaluations at equal tolerance for VP, but in
@@ -233,7 +204,8 @@ def log_likelihood(
 
     Raises:
       ValueError: for an unknown ``hutchinson`` or ``time_variable``, ``num_probes < 1``,
-        ``eps`` outside (0, T), or ``x`` of rank < 2, not floating, or (when concrete) not finite.
+        ``eps`` outside (0, T), ``x`` of rank < 2, not floating, or (when concrete) not finite,
+        or ``time_variable='log_sigma'`` with an SDE that has no ``t_of_log_snr``.
     """
     _check_choice("hutchinson", hutchinson, HUTCHINSON_CHOICES)
     _check_choice("time_variable", time_variable, TIME_VARIABLE_CHOICES)
@@ -241,6 +213,8 @@ def log_likelihood(
         raise ValueError(f"num_probes must be an integer >= 1, got num_probes={num_probes!r}.")
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got eps={eps!r}.")
+    if time_variable == "log_sigma":
+        check_log_snr_inverse(sde, "time_variable='log_sigma'")
     x = _check_data(x)
     batch = x.shape[0]
 
@@ -258,8 +232,10 @@ def log_likelihood(
             return augmented(t, state[0])
 
     else:
-        time_of = _time_of_log_sigma(sde)
         start, end = log_sigma(sde, eps), log_sigma(sde, sde.T)
+
+        def time_of(u):
+            return sde.t_of_log_snr(-u)
 
         def fn(u, state):
             t, dt_du = jax.jvp(time_of, (u,), (jnp.ones_like(u),))

@@ -21,14 +21,19 @@ The squared norm is reduced over all non-batch axes as the original did: half th
 factor :math:`D/2`, D the number of dimensions of one example.
 """
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, expand_to
+from sde_jax.sdes import (
+    SDE,
+    DiscreteDDPM,
+    DiscreteSMLD,
+    check_log_snr_inverse,
+    expand_to,
+)
 from sde_jax.typing import Array, Data, Key, PerExample, ScoreFn
 
 __all__ = [
@@ -70,7 +75,7 @@ def _check_bool(name: str, value: object) -> bool:
 
 def _check_sde(sde: object) -> SDE:
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an SDE (VPSDE, SubVPSDE or VESDE), got {type(sde).__name__}.")
+        raise TypeError(f"sde must be an SDE (e.g. VPSDE or VESDE), got {type(sde).__name__}.")
     return sde
 
 
@@ -95,19 +100,12 @@ def _check_data(x: object) -> Array:
     return x
 
 
-def _check_discrete_sde(sde: object, expected: type, loss: str) -> None:
+def _check_discrete_sde(sde: object, expected: type, loss: str, example: str) -> None:
     if not isinstance(sde, expected):
         raise ValueError(
-            f"{loss} needs sde to be a {expected.__name__}, got sde={sde!r}; the discrete "
-            f"losses are smld_loss for VESDE and ddpm_loss for VPSDE."
-        )
-
-
-def _check_importance_sde(sde: SDE) -> None:
-    if not isinstance(sde, VPSDE | SubVPSDE | VESDE):
-        raise ValueError(
-            f"importance_sampling has a closed-form sampler only for VPSDE, SubVPSDE and VESDE, "
-            f"got sde={sde!r}."
+            f"{loss} needs sde to be a {example} (an SDE with the {expected.__name__} table), "
+            f"got sde={sde!r}; the discrete losses are smld_loss for VESDE and ddpm_loss for "
+            "VPSDE."
         )
 
 
@@ -132,74 +130,34 @@ def _float_dtype(x: Array) -> jnp.dtype:
 # ----------------------------------------------------------------------------- importance sampling
 
 
-def _importance_potential(sde: SDE, t: Array) -> Array:
-    r""":math:`\Phi(t)`, an antiderivative of :math:`g(t)^2 / s(t)^2`.
-
-    - VE: :math:`g^2/\sigma^2 = 2\log(\sigma_{max}/\sigma_{min})`, so :math:`\Phi = 2 t \log r`.
-    - VP: :math:`g^2/s^2 = \beta / (1 - e^{-B})`, so :math:`\Phi = \log(e^B - 1)`.
-    - sub-VP: :math:`g^2/s^2 = \beta (1 + e^{-B}) / (1 - e^{-B})`, so
-      :math:`\Phi = 2 \log(2 \sinh(B/2)) = \log((e^B - 1)^2 / e^B)`.
-
-    The VP and sub-VP forms are written as ``B + k log(-expm1(-B))`` (k = 1, 2) so that neither
-    small nor large B loses precision.
-    """
-    if isinstance(sde, VESDE):
-        return 2.0 * sde.log_sigma_ratio * t
-    integrated = sde.integrated_beta(t)
-    power = 1.0 if isinstance(sde, VPSDE) else 2.0
-    return integrated + power * jnp.log(-jnp.expm1(-integrated))
-
-
-def _inverse_integrated_beta(sde: VPSDE | SubVPSDE, integrated: Array) -> Array:
-    r"""Solves :math:`\beta_{min} t + \tfrac12 \Delta\beta\, t^2 = B` for :math:`t \ge 0`.
-
-    The root :math:`2B / (\beta_{min} + \sqrt{\beta_{min}^2 + 2\Delta\beta B})` avoids the
-    cancellation of the textbook formula when :math:`\Delta\beta B \ll \beta_{min}^2`.
-    """
-    b0, delta = sde.beta_min, sde.beta_max - sde.beta_min
-    return 2.0 * integrated / (b0 + jnp.sqrt(b0**2 + 2.0 * delta * integrated))
-
-
-def _inverse_importance_potential(sde: SDE, phi: Array) -> Array:
-    r"""The inverse of :func:`_importance_potential`.
-
-    VP: :math:`B = \mathrm{softplus}(\Phi)`; sub-VP: :math:`B = 2\,\mathrm{asinh}(e^{\Phi/2}/2)`
-    (from :math:`\Phi = 2\log(2\sinh(B/2))`); then t from B. VE: :math:`t = \Phi / (2\log r)`.
-    """
-    if isinstance(sde, VESDE):
-        return phi / (2.0 * sde.log_sigma_ratio)
-    if isinstance(sde, VPSDE):
-        integrated = jax.nn.softplus(phi)
-    else:
-        integrated = 2.0 * jnp.arcsinh(0.5 * jnp.exp(0.5 * phi))
-    return _inverse_integrated_beta(sde, integrated)
+def _float64(fn: Callable[[Array], Array], t: float) -> float:
+    """``fn(t)`` as a Python float computed in float64: constants of the SDE, not traced values."""
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
+        return float(fn(jnp.asarray(t, jnp.float64)))
 
 
 def importance_normalizer(sde: SDE, eps: float = 1e-5) -> float:
     r"""The normalizer :math:`Z = \int_\epsilon^T g(t)^2 / s(t)^2\,dt` of the proposal.
 
+    For every linear SDE :math:`g^2/s^2 = \tfrac{d}{dt}\log(s^2/m^2) = -2\Lambda'(t)`, with
+    :math:`\Lambda(t) = \log(m/s)` the half log-SNR ``sde.log_snr`` (written :math:`\Lambda`
+    here, keeping :math:`\lambda` for the weighting), so :math:`Z = 2(\Lambda(\epsilon) -
+    \Lambda(T))`.
+
     Args:
-      sde: a ``VPSDE``, ``SubVPSDE`` or ``VESDE``.
+      sde: the SDE.
       eps: the smallest time.
 
     Returns:
-      Z as a Python float (computed in float64 from the closed-form antiderivative).
+      Z as a Python float (computed in float64 from the closed-form log-SNR).
 
     Raises:
-      ValueError: for another SDE type or an ``eps`` outside (0, T).
+      TypeError: if ``sde`` is not an SDE.
+      ValueError: for an ``eps`` outside (0, T).
     """
-    _check_importance_sde(_check_sde(sde))
+    _check_sde(sde)
     eps = _check_eps(sde, eps)
-    # Float64 on the host: Z is a constant of the SDE, not a traced value.
-    if isinstance(sde, VESDE):
-        return 2.0 * sde.log_sigma_ratio * (sde.T - eps)
-    power = 1.0 if isinstance(sde, VPSDE) else 2.0
-
-    def phi(t):
-        integrated = sde.beta_min * t + 0.5 * t**2 * (sde.beta_max - sde.beta_min)
-        return integrated + power * math.log(-math.expm1(-integrated))
-
-    return phi(sde.T) - phi(eps)
+    return 2.0 * (_float64(sde.log_snr, eps) - _float64(sde.log_snr, sde.T))
 
 
 def sample_importance_times(
@@ -209,17 +167,18 @@ def sample_importance_times(
 
     This is the proposal that makes the likelihood-weighted DSM loss a :math:`s(t)^2`-weighted
     one (Song, Durkan, Murray and Ermon 2021, "Maximum likelihood training of score-based
-    diffusion models"). Sampling is by the exact inverse CDF: with :math:`\Phi` the closed-form
-    antiderivative of :math:`g^2/s^2` (see ``_importance_potential``) and
-    :math:`u \sim U(0, 1)`,
+    diffusion models"). Since :math:`g^2/s^2 = -2\Lambda'(t)` (see :func:`importance_normalizer`),
+    :math:`q` is the law of t when the half log-SNR :math:`\Lambda(t)` is uniform: with
+    :math:`u \sim U(0, 1)`, by the SDE's closed-form inverse ``t_of_log_snr``,
 
-    .. math:: t = \Phi^{-1}\big(\Phi(\epsilon) + u\,(\Phi(T) - \Phi(\epsilon))\big).
+    .. math:: t = \Lambda^{-1}\big(\Lambda(\epsilon) + u\,(\Lambda(T) - \Lambda(\epsilon))\big).
 
-    For VE, :math:`g^2/\sigma^2` is constant and the proposal is uniform.
+    For VE, :math:`\Lambda` is affine in t and the proposal is uniform; for EDM it is uniform in
+    :math:`\log t`.
 
     Args:
       key: PRNG key.
-      sde: a ``VPSDE``, ``SubVPSDE`` or ``VESDE``.
+      sde: the SDE, with ``t_of_log_snr``.
       batch_size: number of times.
       eps: the smallest time.
       dtype: floating dtype of the result.
@@ -228,16 +187,15 @@ def sample_importance_times(
       ``[batch_size]`` times in ``[eps, T]``.
 
     Raises:
-      ValueError: for another SDE type or an ``eps`` outside (0, T).
+      TypeError: if ``sde`` is not an SDE.
+      ValueError: for an SDE without ``t_of_log_snr`` or an ``eps`` outside (0, T).
     """
-    _check_importance_sde(_check_sde(sde))
+    check_log_snr_inverse(_check_sde(sde), "importance_sampling")
     eps = _check_eps(sde, eps)
     u = jax.random.uniform(key, (batch_size,), dtype)
-    low, high = (
-        _importance_potential(sde, jnp.asarray(eps, dtype)),
-        _importance_potential(sde, jnp.asarray(sde.T, dtype)),
-    )
-    t = _inverse_importance_potential(sde, low + u * (high - low))
+    low = sde.log_snr(jnp.asarray(eps, dtype))
+    high = sde.log_snr(jnp.asarray(sde.T, dtype))
+    t = sde.t_of_log_snr(low + u * (high - low))
     return jnp.clip(t, eps, sde.T)
 
 
@@ -314,7 +272,7 @@ def dsm_loss(
             "g^2/std^2 is for the likelihood weighting), got likelihood_weighting=False."
         )
     if importance_sampling:
-        _check_importance_sde(sde)
+        check_log_snr_inverse(sde, "importance_sampling")
     eps = _check_eps(sde, eps)
     x = _check_data(x)
 
@@ -348,7 +306,7 @@ def _discrete_times(index: Array, num_scales: int, dtype) -> Array:
 
 def smld_loss(
     key: Key,
-    sde: VESDE,
+    sde: DiscreteSMLD,
     score_fn: ScoreFn,
     x: Data,
     *,
@@ -371,7 +329,7 @@ def smld_loss(
 
     Args:
       key: PRNG key.
-      sde: a ``VESDE``.
+      sde: a ``VESDE`` (any :class:`~sde_jax.sdes.DiscreteSMLD` SDE).
       score_fn: ``score_fn(x, t) -> score``.
       x: clean data ``[batch, ...]``.
       num_scales: N, the number of noise levels.
@@ -383,7 +341,7 @@ def smld_loss(
     Raises:
       ValueError: if ``sde`` is not a ``VESDE``, or for a bad ``num_scales`` or ``x``.
     """
-    _check_discrete_sde(sde, VESDE, "smld_loss")
+    _check_discrete_sde(sde, DiscreteSMLD, "smld_loss", "VESDE")
     num_scales = _check_num_scales(num_scales)
     reduce_mean = _check_bool("reduce_mean", reduce_mean)
     x = _check_data(x)
@@ -399,7 +357,7 @@ def smld_loss(
 
 def ddpm_loss(
     key: Key,
-    sde: VPSDE,
+    sde: DiscreteDDPM,
     score_fn: ScoreFn,
     x: Data,
     *,
@@ -424,7 +382,7 @@ def ddpm_loss(
 
     Args:
       key: PRNG key.
-      sde: a ``VPSDE``.
+      sde: a ``VPSDE`` (any :class:`~sde_jax.sdes.DiscreteDDPM` SDE).
       score_fn: ``score_fn(x, t) -> score``.
       x: clean data ``[batch, ...]``.
       num_scales: N, the number of DDPM steps.
@@ -436,7 +394,7 @@ def ddpm_loss(
     Raises:
       ValueError: if ``sde`` is not a ``VPSDE``, or for a bad ``num_scales`` or ``x``.
     """
-    _check_discrete_sde(sde, VPSDE, "ddpm_loss")
+    _check_discrete_sde(sde, DiscreteDDPM, "ddpm_loss", "VPSDE")
     num_scales = _check_num_scales(num_scales)
     reduce_mean = _check_bool("reduce_mean", reduce_mean)
     x = _check_data(x)
@@ -466,8 +424,10 @@ def get_loss_fn(
     """Returns ``loss(key, score_fn, x) -> LossOutput`` for a training configuration.
 
     As the original ``get_step_fn``: continuous training uses :func:`dsm_loss` for any SDE;
-    discrete training uses :func:`smld_loss` for VE and :func:`ddpm_loss` for VP. All options
-    are checked here, before any tracing.
+    discrete training uses :func:`smld_loss` for an SDE with the SMLD table
+    (:class:`~sde_jax.sdes.DiscreteSMLD`: VE) and :func:`ddpm_loss` for one with the DDPM table
+    (:class:`~sde_jax.sdes.DiscreteDDPM`: VP). All options are checked here, before any
+    tracing.
 
     Args:
       sde: the forward SDE.
@@ -483,7 +443,8 @@ def get_loss_fn(
 
     Raises:
       TypeError: if ``sde`` is not an SDE or a flag is not a bool.
-      ValueError: for discrete training with a sub-VP SDE (no discrete counterpart) or with
+      ValueError: for discrete training with an SDE without a discrete counterpart (sub-VP,
+        cosine VP, EDM) or with
         likelihood weighting / importance sampling, importance sampling without likelihood
         weighting, or a bad ``eps`` / ``num_scales``.
     """
@@ -500,7 +461,7 @@ def get_loss_fn(
                 "likelihood_weighting=False."
             )
         if importance_sampling:
-            _check_importance_sde(sde)
+            check_log_snr_inverse(sde, "importance_sampling")
         eps = _check_eps(sde, eps)
 
         def continuous_loss(key: Key, score_fn: ScoreFn, x: Data) -> LossOutput:
@@ -524,14 +485,15 @@ def get_loss_fn(
             f"importance_sampling={importance_sampling} with continuous=False."
         )
     num_scales = _check_num_scales(num_scales)
-    if isinstance(sde, VESDE):
+    if isinstance(sde, DiscreteSMLD):
         discrete = smld_loss
-    elif isinstance(sde, VPSDE):
+    elif isinstance(sde, DiscreteDDPM):
         discrete = ddpm_loss
     else:
         raise ValueError(
-            f"continuous=False needs sde to be a VESDE (SMLD) or a VPSDE (DDPM), got "
-            f"{type(sde).__name__}; sub-VP has no discrete loss, use continuous=True."
+            f"continuous=False needs an SDE with a discrete counterpart, a DiscreteSMLD such as "
+            f"VESDE (SMLD) or a DiscreteDDPM such as VPSDE (DDPM), got {type(sde).__name__}; "
+            "use continuous=True."
         )
 
     def discrete_loss(key: Key, score_fn: ScoreFn, x: Data) -> LossOutput:

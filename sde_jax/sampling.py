@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sde_jax import ode
-from sde_jax.sdes import SDE, VESDE, probability_flow_drift
+from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers import State, Stepper, denoise
 from sde_jax.typing import Array, Key, ScoreFn
 
@@ -454,5 +454,8 @@ def get_sampler(
 
 
 def default_eps(sde: SDE) -> float:
-    """The paper's smallest sampling time: 1e-5 for VE, 1e-3 for VP and sub-VP."""
-    return 1e-5 if isinstance(sde, VESDE) else 1e-3
+    """The SDE's smallest sampling time, ``sde.default_eps``.
+
+    1e-5 for VE and 1e-3 for VP and sub-VP (the paper's), 1e-3 for cosine VP, sigma_min for EDM.
+    """
+    return sde.default_eps

@@ -1,7 +1,7 @@
 import pytest
 
 from configs import default
-from sde_jax import VESDE, VPSDE, SubVPSDE, builders
+from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE, builders
 
 
 @pytest.mark.parametrize(
@@ -20,10 +20,19 @@ def test_build_sde(name, cls):
         assert (sde.beta_min, sde.beta_max) == (0.1, 10.0)
 
 
+def test_build_new_sdes_from_their_own_fields():
+    section = default.get_default_config().sde
+    section.name, section.sigma_min, section.sigma_max = "edmsde", 0.002, 80.0
+    assert builders.build_sde(section) == EDMSDE(sigma_min=0.002, sigma_max=80.0)
+    section.name = "cosinevpsde"  # no offset / t_max in the section: the defaults
+    assert builders.build_sde(section) == CosineVPSDE()
+
+
 def test_unknown_sde_lists_the_valid_names():
     section = default.get_default_config().sde
     section.name = "cosine"
     with pytest.raises(
-        ValueError, match=r"sde.name must be one of \['subvpsde', 'vesde', 'vpsde'\]"
+        ValueError,
+        match=r"sde.name must be one of \['cosinevpsde', 'edmsde', 'subvpsde', 'vesde', 'vpsde'\]",
     ):
         builders.build_sde(section)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from sde_jax import VESDE, VPSDE, SubVPSDE
+from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax.losses import (
     ddpm_loss,
     dsm_loss,
@@ -36,6 +36,7 @@ from tests.gaussians import Gaussian
 
 SDES = [VPSDE(), SubVPSDE(), VESDE()]
 IDS = ["vp", "subvp", "ve"]
+NEW_SDES, NEW_IDS = [CosineVPSDE(), EDMSDE()], ["cosine", "edm"]
 EPS = 1e-5
 N = 1000
 DIM = 4
@@ -47,8 +48,14 @@ WEIGHTINGS = {"sigma2": (False, False), "likelihood": (True, False), "likelihood
 
 
 def coefficients(sde, t):
-    """m(t), s(t), g(t)^2 written out from the paper, float64 numpy."""
+    """m(t), s(t), g(t)^2 written out from the papers, float64 numpy."""
     t = np.asarray(t, np.float64)
+    if isinstance(sde, EDMSDE):  # Karras et al. 2022: s = sigma = t, g^2 = d sigma^2 / dt
+        return np.ones_like(t), t, 2 * t
+    if isinstance(sde, CosineVPSDE):  # Nichol and Dhariwal 2021; beta = -d log alpha_bar / dt
+        phi = (t + 0.008) / 1.008 * np.pi / 2
+        alpha_bar = np.cos(phi) ** 2 / np.cos(0.008 / 1.008 * np.pi / 2) ** 2
+        return np.sqrt(alpha_bar), np.sqrt(1 - alpha_bar), np.pi / 1.008 * np.tan(phi)
     if isinstance(sde, VESDE):
         ratio = sde.sigma_max / sde.sigma_min
         sigma = sde.sigma_min * ratio**t
@@ -71,7 +78,7 @@ def reduction(reduce_mean):
 
 
 def analytic_dsm(sde, scale, likelihood_weighting, reduce_mean):
-    """E over t ~ U(eps, 1) of the expected per-example loss of ``scale`` * exact score."""
+    """E over t ~ U(eps, T) of the expected per-example loss of ``scale`` * exact score."""
 
     def integrand(log_t):
         t = math.exp(log_t)
@@ -81,8 +88,9 @@ def analytic_dsm(sde, scale, likelihood_weighting, reduce_mean):
         return float(weight * value) * t
 
     # In log t: the likelihood-weighted integrand is ~1/t near eps for VP and sub-VP.
-    value, _ = integrate.quad(integrand, math.log(EPS), 0.0, limit=200, epsabs=0, epsrel=1e-10)
-    return reduction(reduce_mean) * value / (1 - EPS)
+    log_range = (math.log(EPS), math.log(sde.T))
+    value, _ = integrate.quad(integrand, *log_range, limit=200, epsabs=0, epsrel=1e-10)
+    return reduction(reduce_mean) * value / (sde.T - EPS)
 
 
 def scaled_score(score_fn, scale):
@@ -315,6 +323,58 @@ def test_importance_times_follow_proposal(sde):
     np.testing.assert_allclose(importance_normalizer(sde, EPS), total, rtol=1e-7)
 
 
+@pytest.mark.parametrize("sde", SDES + NEW_SDES, ids=IDS + NEW_IDS)
+def test_importance_proposal_is_uniform_in_log_snr(sde):
+    """g^2 / s^2 = -2 d lambda / dt: the proposal makes lambda(t) = log(m/s) uniform.
+
+    lambda of the proposed times (from the papers' m and s, float64) against U(lambda(T),
+    lambda(eps)) by Kolmogorov-Smirnov and by quantiles; the normalizer against quadrature of
+    g^2 / s^2 and against 2 (lambda(eps) - lambda(T)).
+    """
+    n = 100_000
+    t = np.asarray(sample_importance_times(jax.random.key(5), sde, n, eps=EPS), np.float64)
+    assert t.min() >= EPS and t.max() <= sde.T
+    m, s, _ = coefficients(sde, t)
+    lam = np.log(m / s)
+    (m_hi, s_hi, _), (m_lo, s_lo, _) = coefficients(sde, sde.T), coefficients(sde, EPS)
+    low, high = math.log(m_hi / s_hi), math.log(m_lo / s_lo)
+    assert stats.kstest(lam, stats.uniform(low, high - low).cdf).pvalue > 1e-3
+    quantiles = np.quantile(lam, [0.1, 0.25, 0.5, 0.75, 0.9])
+    band = 4 * math.sqrt(0.25 / n) * (high - low)  # 4 standard errors of a quantile, at most
+    np.testing.assert_allclose(
+        quantiles, low + np.array([0.1, 0.25, 0.5, 0.75, 0.9]) * (high - low), atol=band
+    )
+
+    def density(log_t):
+        _, s, g2 = coefficients(sde, math.exp(log_t))
+        return float(g2 / s**2) * math.exp(log_t)
+
+    total = integrate.quad(density, math.log(EPS), math.log(sde.T), limit=200, epsrel=1e-10)[0]
+    np.testing.assert_allclose(importance_normalizer(sde, EPS), total, rtol=1e-7)
+    np.testing.assert_allclose(importance_normalizer(sde, EPS), 2 * (high - low), rtol=1e-9)
+
+
+@pytest.mark.parametrize("sde", SDES + NEW_SDES, ids=IDS + NEW_IDS)
+def test_importance_weight_is_the_normalizer_over_the_time_range(sde, data):
+    """Per example: the likelihood-weighted error reweighted by 1 / ((T - eps) q(t)),
+
+    g^2 / ((T - eps) q(t)) * 0.5 sum((score + z / s)^2) = Z / (T - eps) * 0.5 sum((s score + z)^2)
+    with q = g^2 / (s^2 Z), the importance-sampling estimate of the uniform-t objective.
+    """
+    loss = get_loss_fn(sde, likelihood_weighting=True, importance_sampling=True)
+    x = data[:4096]
+    out, x_t, t = recorded(loss, some_score, jax.random.key(17), x)
+    m, s, g2 = coefficients(sde, t)
+    z = (x_t - m[:, None] * np.asarray(x, np.float64)) / s[:, None]
+    error = 0.5 * np.sum((some_score_np(x_t, t) + z / s[:, None]) ** 2, 1)
+    proposal = g2 / s**2 / importance_normalizer(sde, EPS)
+    expected = g2 / ((sde.T - EPS) * proposal) * error
+    # z is read back from float32 x_t, to ~1e-7 / s: keep the times where that is precise.
+    precise = s > 1e-2
+    assert precise.mean() > 0.3
+    np.testing.assert_allclose(out.per_example[precise], expected[precise], rtol=2e-3)
+
+
 def both_samplers(key, sde, score_fn, x):
     """Likelihood-weighted losses with uniform and with importance-sampled t.
 
@@ -327,7 +387,7 @@ def both_samplers(key, sde, score_fn, x):
     ]
 
 
-@pytest.mark.parametrize("sde", SDES[:2], ids=IDS[:2])
+@pytest.mark.parametrize("sde", SDES[:2] + NEW_SDES, ids=IDS[:2] + NEW_IDS)
 def test_importance_sampling_is_unbiased_with_lower_variance(sde, data):
     """Same expected loss as uniform t with likelihood weighting, for a non-optimal score too."""
     score_fn = scaled_score(GAUSS.score_fn(sde), 1.1)

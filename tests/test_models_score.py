@@ -10,7 +10,7 @@ import pytest
 
 from sde_jax.compat import load_checkpoint, model_from_config
 from sde_jax.models import get_score_fn, time_labels
-from sde_jax.sdes import VESDE, VPSDE, SubVPSDE
+from sde_jax.sdes import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
 CASES = {"ncsnpp_ve": VESDE(sigma_min=0.01, sigma_max=50.0), "ddpmpp_vp": VPSDE(0.1, 20.0)}
@@ -80,3 +80,20 @@ def test_scalar_time_is_broadcast_and_unknown_sde_rejected():
     assert calls[0].shape == (4,)
     with pytest.raises(TypeError, match="sde must be"):
         get_score_fn(object(), _recording_apply(calls), {})
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_new_sdes_follow_their_named_conventions(continuous):
+    """Cosine VP is VP-like (999 t, -output / std); EDM is VE-like (sigma = t, the output).
+
+    Neither has a discrete table, so ``continuous=False`` keeps the continuous conditioning.
+    """
+    cosine, calls = CosineVPSDE(), []
+    score = get_score_fn(cosine, _recording_apply(calls), {}, continuous=continuous)(X, T * 0.99)
+    np.testing.assert_allclose(calls[0], 999 * T * 0.99, rtol=1e-6)
+    std = np.asarray(cosine.marginal_std(T * 0.99))
+    np.testing.assert_allclose(score[:, 0, 0, 0], -2.0 / std, rtol=1e-6)
+    edm, calls = EDMSDE(), []
+    score = get_score_fn(edm, _recording_apply(calls), {}, continuous=continuous)(X, T * 80)
+    np.testing.assert_allclose(calls[0], T * 80, rtol=1e-7)
+    np.testing.assert_array_equal(score, 2.0)

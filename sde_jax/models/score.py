@@ -1,22 +1,29 @@
 r"""From network outputs to scores, per SDE and time conditioning (Song et al., ICLR 2021).
 
-The networks were trained with a fixed time conditioning and output parameterization; these
-rules reproduce the original ``get_score_fn`` exactly:
+The networks were trained with a fixed time conditioning and output parameterization, which
+each SDE names: ``sde.network_labels(t)`` (continuous conditioning) and ``sde.network_output``
+(``'score'`` or ``'noise'``); the discrete conditioning exists for the SDEs with the original's
+discrete tables (the markers :class:`~sde_jax.sdes.DiscreteSMLD` and
+:class:`~sde_jax.sdes.DiscreteDDPM`). These rules reproduce the original ``get_score_fn``
+exactly:
 
-====================  ===========================================  ==========================
-SDE                   labels fed to the network                    score
-====================  ===========================================  ==========================
-VE, continuous        :math:`\sigma(t)` (float32)                  output (the network
+==========================  =====================================  ==========================
+SDE                         labels fed to the network              score
+==========================  =====================================  ==========================
+VE, continuous              :math:`\sigma(t)` (float32)            output (the network
                                                                    divides by sigma itself)
-VE, discrete          ``round((T - t)(N - 1))`` (int32 index)      output
-VP, continuous        :math:`999\,t`                               -output / std(t)
-VP, discrete          :math:`(N - 1)\,t`                           -output / sqrt(1 - abar_i)
-sub-VP (both)         :math:`999\,t`                               -output / std(t)
-====================  ===========================================  ==========================
+VE, discrete (SMLD)         ``round((T - t)(N - 1))`` (int32)      output
+VP, continuous              :math:`999\,t`                         -output / std(t)
+VP, discrete (DDPM)         :math:`(N - 1)\,t`                     -output / sqrt(1 - abar_i)
+sub-VP (both)               :math:`999\,t`                         -output / std(t)
+cosine VP (both)            :math:`999\,t`                         -output / std(t)
+EDM (both)                  :math:`\sigma(t) = t`                  output
+==========================  =====================================  ==========================
 
 ``std`` is the SDE's marginal standard deviation (for sub-VP :math:`1 - e^{-B(t)}`, without
 the square root); ``abar_i`` is DDPM's cumulative product of ``1 - beta`` at index
-``int((N - 1) t)``.
+``int((N - 1) t)``. An SDE without a discrete table takes its continuous conditioning when
+``continuous=False``, as the original did for sub-VP.
 
 A class-conditional network (``model.num_classes`` set; classifier-free guidance) gets
 ``class_conditional=True`` and gives ``score_fn(x, t, labels)``, labels int ``[batch]`` in
@@ -28,7 +35,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from sde_jax.sdes import SDE, VESDE, VPSDE, SubVPSDE, batch_times, expand_to
+from sde_jax.sdes import SDE, DiscreteDDPM, DiscreteSMLD, batch_times, expand_to
 from sde_jax.typing import Array, Data, PerExample, ScoreFn, Times
 
 __all__ = ["get_score_fn", "time_labels"]
@@ -38,38 +45,35 @@ ModelApply = Callable[..., Data]
 
 
 def _check_sde(sde: object) -> None:
-    if not isinstance(sde, VPSDE | SubVPSDE | VESDE):
-        raise TypeError(f"sde must be a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}.")
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an SDE (e.g. VPSDE or VESDE), got {type(sde).__name__}.")
 
 
 def time_labels(sde: SDE, t: PerExample, continuous: bool = True, num_scales: int = 1000):
     """Returns the time conditioning the original fed its networks at times ``t``.
 
     Args:
-      sde: a ``VPSDE``, ``SubVPSDE`` or ``VESDE``.
+      sde: the SDE the network was trained with.
       t: times ``[batch]``.
       continuous: continuous-time training (else the discrete SMLD / DDPM conditioning).
       num_scales: N of the discrete conditioning.
 
     Returns:
-      ``[batch]`` labels: float32, or int32 step indices for discrete VE.
+      ``[batch]`` labels: float32, or int32 step indices for discrete VE (SMLD).
 
     Raises:
-      TypeError: if ``sde`` is of another type.
+      TypeError: if ``sde`` is not an SDE.
     """
     _check_sde(sde)
     t = jnp.asarray(t, dtype=jnp.float32)
-    if isinstance(sde, VESDE):
-        if continuous:
-            # The original's sigma(t) formula, so labels agree bit for bit.
-            return sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
+    if not continuous and isinstance(sde, DiscreteSMLD):
         return jnp.round((sde.T - t) * (num_scales - 1)).astype(jnp.int32)
-    if continuous or isinstance(sde, SubVPSDE):
-        return t * 999
-    return t * (num_scales - 1)
+    if not continuous and isinstance(sde, DiscreteDDPM):
+        return t * (num_scales - 1)
+    return sde.network_labels(t)
 
 
-def _discrete_vp_std(sde: VPSDE, labels: PerExample, num_scales: int) -> PerExample:
+def _discrete_vp_std(sde: DiscreteDDPM, labels: PerExample, num_scales: int) -> PerExample:
     alphas_cumprod = jnp.cumprod(1.0 - sde.discrete_betas(num_scales))
     # Truncate like the original, but with a thousandth of a step of slack: float32
     # (i / 999) * 999 can land just below i, and the original's plain astype(int32) then read
@@ -88,7 +92,7 @@ def get_score_fn(
     """Returns ``score_fn(x, t) -> score`` for a trained network, as the original did.
 
     Args:
-      sde: the SDE the network was trained with (``VPSDE``, ``SubVPSDE`` or ``VESDE``).
+      sde: the SDE the network was trained with.
       model_apply: ``model_apply({'params': params}, x, labels, train=False) -> output``.
       params: the network parameters (use the EMA parameters for sampling).
       continuous: whether the network was trained with continuous time.
@@ -102,7 +106,7 @@ def get_score_fn(
       ``labels`` (int ``[batch]``) when ``class_conditional``.
 
     Raises:
-      TypeError: if ``sde`` is of another type.
+      TypeError: if ``sde`` is not an SDE.
     """
     _check_sde(sde)
     if not isinstance(class_conditional, bool):
@@ -113,12 +117,12 @@ def get_score_fn(
         labels = time_labels(sde, t, continuous, num_scales)
         extra = {} if class_labels is None else {"class_labels": class_labels}
         output = model_apply({"params": params}, x, labels, train=False, **extra)
-        if isinstance(sde, VESDE):
+        if sde.network_output == "score":
             return output
-        if continuous or isinstance(sde, SubVPSDE):
-            std = sde.marginal_std(t)
-        else:
+        if not continuous and isinstance(sde, DiscreteDDPM):
             std = _discrete_vp_std(sde, labels, num_scales)
+        else:
+            std = sde.marginal_std(t)
         return -output * expand_to(1.0 / std, output)
 
     if class_conditional:

@@ -10,7 +10,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import SDE, VPSDE, SubVPSDE, batch_times, expand_to
+from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
 from sde_jax.steppers.predictors import NoPredictor
 from sde_jax.typing import Array, Key, ScoreFn
@@ -18,13 +18,6 @@ from sde_jax.typing import Array, Key, ScoreFn
 
 def _per_example_norm(v: Array) -> Array:
     return jnp.sqrt(jnp.sum(jnp.reshape(v, (v.shape[0], -1)) ** 2, axis=1))
-
-
-def _alpha(sde: SDE, t: Array, dt: Array) -> Array:
-    """The original's alpha_i: 1 - beta_i for VP (and, new here, sub-VP); 1 for VE and others."""
-    if isinstance(sde, VPSDE | SubVPSDE):
-        return 1.0 - sde.beta(t) * dt
-    return jnp.ones_like(t)
 
 
 def _check(snr: object, n_steps: object) -> None:
@@ -79,8 +72,9 @@ class Langevin(_LangevinBase):
     .. math:: \epsilon_i = 2 \alpha_i (r \|z\| / \|s_\theta(x, t)\|)^2, \quad
               x \leftarrow x + \epsilon_i s_\theta(x, t) + \sqrt{2 \epsilon_i}\, z,
 
-    with norms taken per example, r = ``snr``, and :math:`\alpha_i = 1 - \beta(t)\Delta t` for
-    VP and sub-VP (the original crashed on sub-VP), 1 for VE.
+    with norms taken per example, r = ``snr``, and :math:`\alpha_i` the SDE's
+    ``langevin_alpha``: :math:`1 - \beta(t)\Delta t` for VP and sub-VP (the original crashed on
+    sub-VP), 1 for VE, cosine VP and EDM.
 
     The rule assumes high-dimensional data, where :math:`\|z\|` and :math:`\|s_\theta\|`
     concentrate; in a handful of dimensions their ratio is heavy-tailed and so are the steps.
@@ -100,7 +94,7 @@ class Langevin(_LangevinBase):
     def step_size(self, t: Array, dt: Array, score: Array, noise: Array) -> Array:
         """The snr rule with this example's own norms."""
         ratio = self.snr * _per_example_norm(noise) / _per_example_norm(score)
-        return 2.0 * _alpha(self.sde, t, dt) * ratio**2
+        return 2.0 * self.sde.langevin_alpha(t, dt) * ratio**2
 
 
 @register_static
@@ -120,7 +114,7 @@ class AnnealedLangevin(_LangevinBase):
     def step_size(self, t: Array, dt: Array, score: Array, noise: Array) -> Array:
         r""":math:`2 \alpha (r s(t))^2`, the same for every state at time t."""
         del score, noise
-        return 2.0 * _alpha(self.sde, t, dt) * (self.snr * self.sde.marginal_std(t)) ** 2
+        return 2.0 * self.sde.langevin_alpha(t, dt) * (self.snr * self.sde.marginal_std(t)) ** 2
 
 
 NoCorrector = NoPredictor

@@ -79,10 +79,6 @@ def denoise(sde: SDE, score_fn: ScoreFn, x: Array, t: Array) -> Array:
     return predictions.from_score_fn(sde, score_fn, "x0")(x, t)
 
 
-def _log_snr(sde: SDE, t: Array) -> Array:
-    return jnp.log(sde.mean_coeff(t)) - jnp.log(sde.marginal_std(t))
-
-
 @register_static
 @dataclasses.dataclass(frozen=True)
 class DPMSolverPP2M:
@@ -113,7 +109,7 @@ class DPMSolverPP2M:
         x, (d_prev, h_prev) = state.x, state.history
         s = self.sde.marginal_std(t)
         m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr(self.sde, t_next) - _log_snr(self.sde, t)
+        h = self.sde.log_snr(t_next) - self.sde.log_snr(t)
         d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
         half_inv_r = jnp.where(h_prev > 0, 0.5 * h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
         d_combined = (1.0 + half_inv_r) * d - half_inv_r * d_prev

@@ -9,7 +9,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from sde_jax.sdes import SDE, VESDE, VPSDE, batch_times, expand_to, reverse_drift
+from sde_jax.sdes import SDE, batch_times, expand_to, reverse_drift
 from sde_jax.steppers.base import Memoryless, State, register_static
 from sde_jax.typing import Array, Key, ScoreFn
 
@@ -66,43 +66,26 @@ class ReverseDiffusion(Memoryless):
 @register_static
 @dataclasses.dataclass(frozen=True)
 class AncestralSampling(Memoryless):
-    r"""Ancestral sampling of the discrete models (paper eqs. 47 and 48 of appendix F).
+    r"""Ancestral sampling: :math:`x_{next} = \mu + \mathrm{std}\, z` by ``sde.ancestral_step``.
 
-    VP (DDPM): :math:`x_{next} = (x + \beta_i s_\theta)/\sqrt{1 - \beta_i} + \sqrt{\beta_i} z`.
-    VE (SMLD): :math:`x_{next} = x + (\sigma_i^2 - \sigma_{i-1}^2) s_\theta + \sqrt{\sigma_{i-1}^2
-    (\sigma_i^2 - \sigma_{i-1}^2) / \sigma_i^2}\, z`. The noise levels of the step are those of
-    ``VPSDE.beta_step`` and ``VESDE.adjacent_sigma``.
-
-    Raises:
-      ValueError: for the sub-VP SDE, which has no discrete ancestral counterpart.
+    VP (DDPM, paper eq. 47 of appendix F): :math:`x_{next} = (x + \beta_i s_\theta)/\sqrt{1 -
+    \beta_i} + \sqrt{\beta_i} z`. VE (SMLD, eq. 48): :math:`x_{next} = x + (\sigma_i^2 -
+    \sigma_{i-1}^2) s_\theta + \sqrt{\sigma_{i-1}^2 (\sigma_i^2 - \sigma_{i-1}^2) / \sigma_i^2}\,
+    z`, with the noise levels of ``VPSDE.beta_step`` and ``VESDE.adjacent_sigma``. Every other
+    SDE (sub-VP, cosine VP, EDM) draws from the exact Gaussian posterior of its forward process
+    (:meth:`~sde_jax.sdes.SDE.ancestral_step`).
     """
 
     sde: SDE
     order = 1
     nfe_per_step = 1
 
-    def __post_init__(self):
-        if not isinstance(self.sde, VPSDE | VESDE):
-            raise ValueError(
-                "predictor 'ancestral_sampling' needs a VPSDE or VESDE, got "
-                f"{type(self.sde).__name__}; use 'reverse_diffusion' or 'euler_maruyama'."
-            )
-
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """One ancestral step."""
         x = state.x
         t_batch = batch_times(x, t)
-        score = score_fn(x, t_batch)
-        if isinstance(self.sde, VPSDE):
-            beta = expand_to(self.sde.beta_step(t_batch, t - t_next), x)
-            x_mean = (x + beta * score) / jnp.sqrt(1.0 - beta)
-            std = jnp.sqrt(beta)
-        else:
-            sigma = expand_to(self.sde.sigma(t_batch), x)
-            previous = expand_to(self.sde.adjacent_sigma(t_batch, t - t_next), x)
-            x_mean = x + (sigma**2 - previous**2) * score
-            std = jnp.sqrt(previous**2 * (sigma**2 - previous**2) / sigma**2)
-        return state._replace(x=x_mean + std * _noise(key, x), x_mean=x_mean)
+        x_mean, std = self.sde.ancestral_step(x, score_fn(x, t_batch), t_batch, t - t_next)
+        return state._replace(x=x_mean + expand_to(std, x) * _noise(key, x), x_mean=x_mean)
 
 
 @register_static
