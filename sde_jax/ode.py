@@ -15,6 +15,7 @@ vmaps and shards. Each leaf keeps its dtype; time may be float32 while the state
   every device holding a shard of it) takes the same steps.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,14 +64,44 @@ def _axpy(y: PyTree | None, h: Array, coeffs: tuple[float, ...], ks: tuple[PyTre
     return jax.tree.map(leaf, y, *[k for _, k in terms])
 
 
+def _order_free_sum(v: Array) -> Array:
+    """The sum of the non-negative vector ``v``, the same whatever order it is added in.
+
+    A float sum depends on the order of its additions, and a sharded array is reduced in
+    another order than the same array on one device, so an adaptive solver's accept/reject
+    decisions (and its step count) would depend on the device count. Here every entry is
+    written as a fixed-point number relative to the (order-free) maximum, in two 16-bit-or-less
+    integer parts, and the integers are summed exactly; the relative precision is about
+    ``2**-2b`` with ``b = 30 - ceil(log2(len(v)))`` bits (``2**-32`` for up to 16,384 rows),
+    finer than float32 rounding. A non-finite entry makes the result non-finite.
+    """
+    bits = min(16, 30 - math.ceil(math.log2(max(v.size, 2))))
+    scale = 2.0**bits
+    top = jnp.max(v)
+    ref = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
+    scaled = jnp.clip(v / ref, 0.0, 1.0) * scale
+    hi = jnp.floor(scaled)
+    lo = jnp.floor((scaled - hi) * scale)
+    total = jnp.sum(hi.astype(jnp.int32)).astype(v.dtype) / scale
+    total = total + jnp.sum(lo.astype(jnp.int32)).astype(v.dtype) / scale**2
+    return jnp.where(jnp.isfinite(top), ref * total, top)
+
+
 def _rms(tree: PyTree) -> Array:
-    """Root mean square over all elements of all leaves (one scalar for the whole pytree)."""
+    """Root mean square over all elements of all leaves (one scalar for the whole pytree).
+
+    Each leaf is first reduced over all but its leading (batch) axis, so an example's sum
+    stays on the device that holds it; the per-row sums are then added by
+    :func:`_order_free_sum`, so 1, 2 or 8 devices holding shards of a batch compute the same
+    norm to the last bit and take the same steps.
+    """
     leaves = jax.tree.leaves(tree)
-    total = sum(
-        jnp.sum(jnp.square(leaf.astype(jnp.result_type(leaf, jnp.float32)))) for leaf in leaves
-    )
+    rows = []
+    for leaf in leaves:
+        squares = jnp.square(leaf.astype(jnp.result_type(leaf, jnp.float32)))
+        rows.append(jnp.reshape(jnp.sum(squares, axis=tuple(range(1, squares.ndim))), (-1,)))
     count = sum(leaf.size for leaf in leaves)
-    return jnp.sqrt(total / count)
+    return jnp.sqrt(_order_free_sum(jnp.concatenate(rows)) / count)
 
 
 # --------------------------------------------------------------------------------------------
