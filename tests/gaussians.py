@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sde_jax.sdes import SDE
+
 
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
@@ -94,3 +96,22 @@ def energy_distance(x, y):
         return jnp.mean(jnp.sqrt(jnp.maximum(jnp.sum((a[:, None] - b[None]) ** 2, -1), 1e-12)))
 
     return float(2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y))
+
+
+class BrownianSDE(SDE):
+    """dx = dw on [0, 1], as a user would write it: m = 1, s = sqrt(t), no closed-form inverse
+    of its log-SNR (for the generic geometry and the errors that need the inverse)."""
+
+    prior_std = 1.0
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(t)
+
+    def diffusion_coeff(self, t):
+        return jnp.ones_like(t)
+
+    def mean_coeff(self, t):
+        return jnp.ones_like(t)
+
+    def marginal_std(self, t):
+        return jnp.sqrt(t)

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gaussians import BrownianSDE
 
-from sde_jax import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
+from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax import likelihood as lik
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE(), EDMSDE()]
@@ -264,28 +265,10 @@ def test_dataset_bits_per_dim_rejects_bad_images():
         lik.dataset_bits_per_dim(key, sde, score, [np.zeros((2, 3), np.uint8)], num_repeats=0)
 
 
-class ConstantSDE(SDE):
-    """dx = dw on [0, 1]: a valid SDE for which log sigma has no closed-form inverse here."""
-
-    prior_std = 1.0
-
-    def drift_coeff(self, t):
-        return jnp.zeros_like(t)
-
-    def diffusion_coeff(self, t):
-        return jnp.ones_like(t)
-
-    def mean_coeff(self, t):
-        return jnp.ones_like(t)
-
-    def marginal_std(self, t):
-        return jnp.sqrt(t)
-
-
 def test_log_sigma_needs_a_known_sde_but_t_works_for_any():
     x = jnp.ones((4, 2))
     score = lambda x, t: -x / (1.0 + t[:, None])  # noqa: E731 - N(0, I) data under dx = dw
-    out = lik.log_likelihood(jax.random.key(0), ConstantSDE(), score, x, hutchinson="exact")
+    out = lik.log_likelihood(jax.random.key(0), BrownianSDE(), score, x, hutchinson="exact")
 
     def log_normal(y, var):  # N(0, var I) in two dimensions
         return -0.5 * jnp.sum(y**2, axis=1) / var - jnp.log(2 * jnp.pi * var)
@@ -293,8 +276,8 @@ def test_log_sigma_needs_a_known_sde_but_t_works_for_any():
     # p_T = N(0, 2 I) is not the N(0, I) prior: the flow's density corrects for it.
     expected = log_normal(x, 1 + EPS) + log_normal(out.z, 1.0) - log_normal(out.z, 2.0)
     np.testing.assert_allclose(out.logp, expected, rtol=1e-4)
-    with pytest.raises(ValueError, match="ConstantSDE"):
-        lik.log_likelihood(jax.random.key(0), ConstantSDE(), score, x, time_variable="log_sigma")
+    with pytest.raises(ValueError, match="BrownianSDE"):
+        lik.log_likelihood(jax.random.key(0), BrownianSDE(), score, x, time_variable="log_sigma")
 
 
 def test_dataset_bits_per_dim_reports_solver_failure():

@@ -171,7 +171,9 @@ def test_ode_samplers_match_gaussian_data(sde, method, num_steps):
     out = run(sde, config)
     assert bool(out.success)
     if method == "ode":
-        assert 20 < int(out.nfe) < 2000  # adaptive: reported, finite (cosine VP: about 30)
+        # Adaptive: reported, finite. Cosine VP's flow is smoother: about 30 evaluations.
+        low = 20 if isinstance(sde, CosineVPSDE) else 50
+        assert low < int(out.nfe) < 2000
     check_gaussian_samples(out.x)
 
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gaussians import BrownianSDE
 from scipy import stats
 
 import sde_jax
@@ -22,7 +23,7 @@ from sde_jax import (
     probability_flow_drift,
     reverse_drift,
 )
-from sde_jax.sdes import SDE, check_log_snr_inverse
+from sde_jax.sdes import check_log_snr_inverse
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE(), EDMSDE()]
 IDS = ["vp", "subvp", "ve", "cosine", "edm"]
@@ -454,28 +455,10 @@ def test_bad_new_sde_parameters_raise_naming_them(make, names):
         assert name in str(info.value)
 
 
-class _NoInverse(SDE):
-    """A user SDE without t_of_log_snr: dx = dw."""
-
-    prior_std = 1.0
-
-    def drift_coeff(self, t):
-        return jnp.zeros_like(t)
-
-    def diffusion_coeff(self, t):
-        return jnp.ones_like(t)
-
-    def mean_coeff(self, t):
-        return jnp.ones_like(t)
-
-    def marginal_std(self, t):
-        return jnp.sqrt(t)
-
-
 def test_user_sde_gets_generic_geometry_and_a_clear_error_for_the_inverse():
-    sde, t = _NoInverse(), jnp.array([0.25, 1.0])
+    sde, t = BrownianSDE(), jnp.array([0.25, 1.0])
     np.testing.assert_allclose(sde.log_snr(t), -0.5 * np.log([0.25, 1.0]), rtol=1e-6)
     np.testing.assert_allclose(sde.sigma(t), [0.5, 1.0], rtol=1e-6)
-    with pytest.raises(ValueError, match=r"log_snr_grid needs .*t_of_log_snr.*_NoInverse"):
+    with pytest.raises(ValueError, match=r"log_snr_grid needs .*t_of_log_snr.*BrownianSDE"):
         check_log_snr_inverse(sde, "log_snr_grid")
     check_log_snr_inverse(VPSDE(), "log_snr_grid")
