@@ -4,10 +4,12 @@ Under a linear SDE, data N(mu, C) become N(m(t) mu, m(t)^2 C + s(t)^2 I) at time
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from sde_jax.sdes import SDE
 
@@ -115,3 +117,69 @@ class BrownianSDE(SDE):
 
     def marginal_std(self, t):
         return jnp.sqrt(t)
+
+
+DIM = 32
+DATA = Gaussian.random(DIM, seed=0)
+# The Langevin corrector's per-example step makes its chain target p * |score|^2 rather than p
+# (see steppers.Langevin): a relative variance inflation of order 2 / dim, so it is tested on
+# 128-dimensional data.
+DATA_128 = Gaussian.random(128, seed=0, low=0.5, high=2.0)
+
+
+@functools.cache
+def true_energy_bound(dim, n):
+    """Four times the mean energy distance between independent true sample sets of size n."""
+    data = DATA if dim == DIM else DATA_128
+    keys = jax.random.split(jax.random.key(123), 8)
+    dists = [
+        energy_distance(data.sample(keys[2 * i], n), data.sample(keys[2 * i + 1], n))
+        for i in range(4)
+    ]
+    return 4 * float(np.mean(dists))
+
+
+def check_gaussian_samples(x, data=DATA, bias=0.02):
+    """Moments and a two-sample statistic against the data distribution.
+
+    - Mean: Hotelling's n d^T C^-1 d is chi^2(dim) for exact samples; allow 1.5x its 99.99%
+      quantile.
+    - Covariance: the variance along each eigendirection divided by the true one. Exact samples
+      give ratios with standard error sqrt(2 / n) each and sqrt(2 / (n dim)) on their mean;
+      allow 5 standard errors plus ``bias`` (the sampler's discretization bias).
+    - Energy distance to fresh true samples below 4x that of true-vs-true sets.
+    """
+    x = np.asarray(x, np.float64)
+    n, dim = x.shape
+    assert np.all(np.isfinite(x))
+    d = x.mean(0) - data.mean
+    hotelling = n * d @ np.linalg.solve(data.cov, d)
+    assert hotelling < 1.5 * stats.chi2.ppf(1 - 1e-4, dim), hotelling
+    ratios = np.diag(data.rotation.T @ np.cov(x.T) @ data.rotation) / data.eigs
+    assert abs(ratios.mean() - 1) < 5 * np.sqrt(2 / (n * dim)) + bias, ratios.mean()
+    assert np.max(np.abs(ratios - 1)) < 5 * np.sqrt(2 / n) + bias, ratios
+    reference = data.sample(jax.random.key(99), n)
+    assert energy_distance(x, reference) < true_energy_bound(dim, n)
+
+
+def flow_map_error(sde, stepper, grid, data=None, batch=16):
+    """Max error of ``stepper`` run over ``grid`` against the exact Gaussian flow map.
+
+    Starts from standard normals at ``grid[0]`` (float64 when x64 is enabled) and compares with
+    ``data.flow_map`` from ``grid[0]`` to ``grid[-1]`` (``data``: 4-D ``Gaussian.random(4, 1)``).
+    """
+    from sde_jax import sampling
+
+    data = Gaussian.random(4, seed=1) if data is None else data
+    grid = jnp.asarray(grid, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    x_init = jax.random.normal(jax.random.key(0), (batch, data.mean.size), grid.dtype)
+    state = sampling.run_steps(
+        jax.random.key(0), data.score_fn(sde), stepper, stepper.init(x_init), grid
+    )
+    exact = data.flow_map(sde, x_init, grid[0], grid[-1])
+    return float(jnp.max(jnp.abs(state.x - exact)))
+
+
+def order_slopes(errors, counts):
+    """Slopes of -log(error) against log(step count): the empirical orders of convergence."""
+    return -np.diff(np.log(errors)) / np.diff(np.log(counts))

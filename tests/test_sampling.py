@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from gaussians import Gaussian, Mixture, energy_distance
+from gaussians import DATA, DATA_128, DIM, Gaussian, Mixture, check_gaussian_samples
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from scipy import stats
 
 from sde_jax import (
     EDMSDE,
@@ -31,47 +30,7 @@ from sde_jax import (
 )
 from sde_jax.sdes import SDE, probability_flow_drift
 
-DIM, N = 32, 2000
-DATA = Gaussian.random(DIM, seed=0)
-# The Langevin corrector's per-example step makes its chain target p * |score|^2 rather than p
-# (see steppers.Langevin): a relative variance inflation of order 2 / dim, so it is tested on
-# 128-dimensional data.
-DATA_128 = Gaussian.random(128, seed=0, low=0.5, high=2.0)
-
-
-@functools.cache
-def true_energy_bound(dim, n):
-    """Four times the mean energy distance between independent true sample sets of size n."""
-    data = DATA if dim == DIM else DATA_128
-    keys = jax.random.split(jax.random.key(123), 8)
-    dists = [
-        energy_distance(data.sample(keys[2 * i], n), data.sample(keys[2 * i + 1], n))
-        for i in range(4)
-    ]
-    return 4 * float(np.mean(dists))
-
-
-def check_gaussian_samples(x, data=DATA, bias=0.02):
-    """Moments and a two-sample statistic against the data distribution.
-
-    - Mean: Hotelling's n d^T C^-1 d is chi^2(dim) for exact samples; allow 1.5x its 99.99%
-      quantile.
-    - Covariance: the variance along each eigendirection divided by the true one. Exact samples
-      give ratios with standard error sqrt(2 / n) each and sqrt(2 / (n dim)) on their mean;
-      allow 5 standard errors plus ``bias`` (the sampler's discretization bias).
-    - Energy distance to fresh true samples below 4x that of true-vs-true sets.
-    """
-    x = np.asarray(x, np.float64)
-    n, dim = x.shape
-    assert np.all(np.isfinite(x))
-    d = x.mean(0) - data.mean
-    hotelling = n * d @ np.linalg.solve(data.cov, d)
-    assert hotelling < 1.5 * stats.chi2.ppf(1 - 1e-4, dim), hotelling
-    ratios = np.diag(data.rotation.T @ np.cov(x.T) @ data.rotation) / data.eigs
-    assert abs(ratios.mean() - 1) < 5 * np.sqrt(2 / (n * dim)) + bias, ratios.mean()
-    assert np.max(np.abs(ratios - 1)) < 5 * np.sqrt(2 / n) + bias, ratios
-    reference = data.sample(jax.random.key(99), n)
-    assert energy_distance(x, reference) < true_energy_bound(dim, n)
+N = 2000
 
 
 def run(sde, config, key=0, data=DATA, shape=(N, DIM)):
