@@ -202,8 +202,8 @@ def test_one_churned_step_equals_algorithm_2_by_hand(sde, t):
             sde, SMALL, float(sde.mean_coeff(t_hat)) * x_hat, [t_hat, t_next]
         )
         stepper = EDMStochastic(sde, num_steps, s_churn=s_churn, s_noise=s_noise)
-        state = stepper.init(jnp.asarray(x))
-        out = stepper.step(key, SMALL.score_fn(sde), state, jnp.asarray(t), jnp.asarray(t_next))
+        step = jax.jit(lambda *args: stepper.step(key, SMALL.score_fn(sde), *args))
+        out = step(stepper.init(jnp.asarray(x)), jnp.asarray(t), jnp.asarray(t_next))
     np.testing.assert_allclose(out.x, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -237,40 +237,34 @@ def test_stochastic_sampler_validates_its_arguments(kwargs, error, message):
 
 
 def test_samplers_under_jit_vmap_grad_and_eight_devices():
+    """vmap over keys; 8 devices equal to one (the vmapped run of the same key); jax.grad of
+    a sample's norm with respect to the data's scale equals central differences (float64).
+    EDMHeun runs under jit and vmap; its step is heun_in_sigma, which the churned one runs too."""
     sde, num_steps, shape = VPSDE(), 8, (16, 3)
-    stochastic = EDMStochastic(sde, num_steps, s_churn=5.0)
-    for stepper in (EDMHeun(sde), stochastic):
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    keys = jax.random.split(jax.random.key(7), 3)
+    for stepper in (EDMHeun(sde), EDMStochastic(sde, num_steps, s_churn=5.0)):
         sampler = sample_fn(sde, stepper, num_steps, shape)
-        batch = jax.jit(jax.vmap(lambda k, s=sampler: s(k, lambda x, t: -x).x))(
-            jax.random.split(jax.random.key(7), 3)
-        )
+        batch = jax.jit(jax.vmap(lambda k, s=sampler: s(k, _iso(sde, 1.0)).x))(keys)
         assert batch.shape == (3, *shape) and not np.allclose(batch[0], batch[1])
-
-        single = jax.block_until_ready(
-            jax.jit(lambda k, s=sampler: s(k, _iso(sde, 1.0)).x)(jax.random.key(8))
-        )
-        mesh = Mesh(np.array(jax.devices()), ("data",))
+        if isinstance(stepper, EDMHeun):
+            continue  # its step is the stochastic one's with gamma = 0: grad and shard that one
+        with jax.enable_x64(True):
+            sampler64 = sample_fn(sde, stepper, num_steps, shape, jnp.float64)
+            norm = jax.jit(lambda a, s=sampler64: jnp.sum(s(keys[1], _iso(sde, a)).x ** 2))
+            a = jnp.asarray(1.5, jnp.float64)
+            grad = jax.jit(jax.grad(norm))(a)
+            fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
+        np.testing.assert_allclose(grad, fd, rtol=1e-5)
+        assert float(grad) > 0  # wider data, wider samples
         sharded = jax.block_until_ready(
             jax.jit(
                 lambda k, s=sampler: s(k, _iso(sde, 1.0)).x,
                 out_shardings=NamedSharding(mesh, PartitionSpec("data")),
-            )(jax.random.key(8))
+            )(keys[0])
         )
         assert len(sharded.sharding.device_set) == 8
-        np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
-
-    with jax.enable_x64(True):
-        for stepper in (EDMHeun(sde), stochastic):
-            sampler64 = sample_fn(sde, stepper, num_steps, shape, jnp.float64)
-
-            def norm(a, s=sampler64):
-                return jnp.sum(s(jax.random.key(9), _iso(sde, a)).x ** 2)
-
-            a = jnp.asarray(1.5, jnp.float64)
-            grad = jax.jit(jax.grad(norm))(a)
-            fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
-            np.testing.assert_allclose(grad, fd, rtol=1e-5)
-            assert float(grad) > 0
+        np.testing.assert_allclose(sharded, batch[0], rtol=1e-5, atol=1e-5)
 
 
 def _iso(sde, a):
