@@ -10,10 +10,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussians import DATA, DIM, Gaussian, check_gaussian_samples, order_slopes
+from gaussians import (
+    DATA,
+    DIM,
+    BrownianSDE,
+    Gaussian,
+    check_gaussian_samples,
+    order_slopes,
+)
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE, grids, ode, sampling, steppers
+from sde_jax import (
+    EDMSDE,
+    VESDE,
+    VPSDE,
+    CosineVPSDE,
+    SubVPSDE,
+    grids,
+    ode,
+    predictions,
+    sampling,
+    steppers,
+)
 from sde_jax.steppers.edm import EDMHeun, EDMStochastic
 
 SDES = [VPSDE(), VESDE(), CosineVPSDE(), EDMSDE()]
@@ -95,18 +113,32 @@ def hand_heun_steps(sde, data, x, times):
     return x
 
 
-@pytest.mark.parametrize("sde", [EDMSDE(), VESDE(), VPSDE(), CosineVPSDE()], ids=SDE_IDS[::-1])
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
 def test_edm_heun_two_steps_equal_algorithm_1_by_hand(sde):
+    """From T to sigma = 3 to sigma = 0.7 (the convergence test's compiled run, padded)."""
     times = np.asarray([sde.T, float(sde.t_of_sigma(3.0)), float(sde.t_of_sigma(0.7))])
     with jax.enable_x64(True):
-        x = float(sde.prior_std) * np.asarray(jax.random.normal(jax.random.key(1), (4, 4)))
-        stepper = EDMHeun(sde)
-        out = sampling.run_steps(
-            jax.random.key(0), SMALL.score_fn(sde), stepper, stepper.init(jnp.asarray(x)),
-            jnp.asarray(times),
-        )  # fmt: skip
-        expected = hand_heun_steps(sde, SMALL, x, times)
-    np.testing.assert_allclose(out.x, expected, rtol=1e-10, atol=1e-10)
+        x = sde.prior_std * jax.random.normal(jax.random.key(1), (16, 4), jnp.float64)
+        out = compiled_run(EDMHeun(sde))(x, padded(jnp.asarray(times)))
+        expected = hand_heun_steps(sde, SMALL, np.asarray(x), times)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_heun_step_to_sigma_zero_is_euler_and_returns_the_denoiser():
+    """Algorithm 1, line 8: to sigma' = 0 the step is Euler's, x + (0 - sigma) d = D(x; sigma)."""
+    sde = EDMSDE()
+    with jax.enable_x64(True):
+        x = 3.0 * jax.random.normal(jax.random.key(2), (16, 4), jnp.float64)
+        score_fn = SMALL.score_fn(sde)
+        t, t_next = jnp.asarray(1.5), jnp.asarray(0.0)
+
+        def last_step(x):
+            return EDMHeun(sde).step(None, score_fn, EDMHeun(sde).init(x), t, t_next).x
+
+        denoised = predictions.from_score_fn(sde, score_fn, "x0")(x, t)
+        np.testing.assert_allclose(last_step(x), denoised, rtol=1e-12, atol=1e-12)
+        grad = jax.grad(lambda x: jnp.sum(last_step(x)))(x)
+    assert np.all(np.isfinite(grad))
 
 
 def test_edm_heun_against_heun_in_t_on_the_karras_grid():
@@ -152,30 +184,26 @@ def test_stochastic_sampler_matches_gaussian_data(sde, churn):
     score_fn = DATA.score_fn(sde)
     x = jax.jit(lambda k: stochastic(k, score_fn).x)(jax.random.key(3))
     check_gaussian_samples(x, DATA, bias=0.03)
-    deterministic = sample_fn(sde, EDMHeun(sde), num_steps, (512, DIM))
-    x_heun = jax.jit(lambda k: deterministic(k, score_fn).x)(jax.random.key(3))
-    assert np.max(np.abs(np.asarray(x) - np.asarray(x_heun))) > 0.1  # the churn did something
 
 
-@pytest.mark.parametrize(
-    "churn",
-    [dict(s_churn=0.0), dict(s_churn=50.0, s_tmin=1e6, s_tmax=1e7)],
-    ids=["s_churn_0", "outside_s_tmin_s_tmax"],
-)
-def test_stochastic_sampler_without_churn_equals_edm_heun(churn):
-    """s_churn = 0: bit for bit; sigma outside [s_tmin, s_tmax] on every step: to rounding."""
+def test_stochastic_sampler_without_churn_equals_edm_heun():
+    """s_churn = 0: bit for bit; sigma outside [s_tmin, s_tmax] on every step: to rounding
+    (gamma = 0 is then known only at run time: another compiled program); with churn: not."""
     sde, num_steps = VPSDE(), 12
     score_fn = DATA.score_fn(sde)
-    samplers = [
-        sample_fn(sde, s, num_steps, (16, DIM))
-        for s in (EDMStochastic(sde, num_steps, **churn), EDMHeun(sde))
-    ]
-    runs = [jax.jit(lambda k, s=s: s(k, score_fn).x) for s in samplers]
-    a, b = (run(jax.random.key(4)) for run in runs)
-    if churn["s_churn"] == 0:
-        np.testing.assert_array_equal(a, b)
-    else:  # gamma = 0 only at run time: another compiled program, the same up to float32 rounding
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    steppers_ = {
+        "heun": EDMHeun(sde),
+        "s_churn_0": EDMStochastic(sde, num_steps),
+        "outside": EDMStochastic(sde, num_steps, s_churn=50.0, s_tmin=1e6, s_tmax=1e7),
+        "churned": EDMStochastic(sde, num_steps, s_churn=5.0),
+    }
+    x = {}
+    for name, stepper in steppers_.items():
+        sampler = sample_fn(sde, stepper, num_steps, (16, DIM))
+        x[name] = np.asarray(jax.jit(lambda k, s=sampler: s(k, score_fn).x)(jax.random.key(4)))
+    np.testing.assert_array_equal(x["s_churn_0"], x["heun"])
+    np.testing.assert_allclose(x["outside"], x["heun"], rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(x["churned"] - x["heun"])) > 0.05
 
 
 @pytest.mark.parametrize(
@@ -229,6 +257,7 @@ def test_t_of_sigma_is_defined_beyond_the_horizon(sde):
         (dict(s_churn="a"), TypeError, r"s_churn must be a real number, got 'a'"),
         (dict(s_tmin=math.inf), ValueError, r"s_tmin must be a finite number, got inf"),
         (dict(sde="vp"), TypeError, r"sde must be an sde_jax.SDE, got 'vp'"),
+        (dict(sde=BrownianSDE()), ValueError, r"needs the inverse of the noise level .*Brownian"),
     ],
 )
 def test_stochastic_sampler_validates_its_arguments(kwargs, error, message):
@@ -237,34 +266,34 @@ def test_stochastic_sampler_validates_its_arguments(kwargs, error, message):
 
 
 def test_samplers_under_jit_vmap_grad_and_eight_devices():
-    """vmap over keys; 8 devices equal to one (the vmapped run of the same key); jax.grad of
-    a sample's norm with respect to the data's scale equals central differences (float64).
-    EDMHeun runs under jit and vmap; its step is heun_in_sigma, which the churned one runs too."""
+    """The churned stepper (whose step runs EDMHeun's heun_in_sigma after the churn): vmap
+    over keys; 8 devices equal to one (the vmapped run of the same key); jax.grad of a
+    sample's norm with respect to the data's scale equals central differences (float64)."""
     sde, num_steps, shape = VPSDE(), 8, (16, 3)
-    mesh = Mesh(np.array(jax.devices()), ("data",))
+    stepper = EDMStochastic(sde, num_steps, s_churn=5.0)
     keys = jax.random.split(jax.random.key(7), 3)
-    for stepper in (EDMHeun(sde), EDMStochastic(sde, num_steps, s_churn=5.0)):
-        sampler = sample_fn(sde, stepper, num_steps, shape)
-        batch = jax.jit(jax.vmap(lambda k, s=sampler: s(k, _iso(sde, 1.0)).x))(keys)
-        assert batch.shape == (3, *shape) and not np.allclose(batch[0], batch[1])
-        if isinstance(stepper, EDMHeun):
-            continue  # its step is the stochastic one's with gamma = 0: grad and shard that one
-        with jax.enable_x64(True):
-            sampler64 = sample_fn(sde, stepper, num_steps, shape, jnp.float64)
-            norm = jax.jit(lambda a, s=sampler64: jnp.sum(s(keys[1], _iso(sde, a)).x ** 2))
-            a = jnp.asarray(1.5, jnp.float64)
-            grad = jax.jit(jax.grad(norm))(a)
-            fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
-        np.testing.assert_allclose(grad, fd, rtol=1e-5)
-        assert float(grad) > 0  # wider data, wider samples
-        sharded = jax.block_until_ready(
-            jax.jit(
-                lambda k, s=sampler: s(k, _iso(sde, 1.0)).x,
-                out_shardings=NamedSharding(mesh, PartitionSpec("data")),
-            )(keys[0])
-        )
-        assert len(sharded.sharding.device_set) == 8
-        np.testing.assert_allclose(sharded, batch[0], rtol=1e-5, atol=1e-5)
+    sampler = sample_fn(sde, stepper, num_steps, shape)
+    batch = jax.jit(jax.vmap(lambda k: sampler(k, _iso(sde, 1.0)).x))(keys)
+    assert batch.shape == (3, *shape) and not np.allclose(batch[0], batch[1])
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = jax.block_until_ready(
+        jax.jit(
+            lambda k: sampler(k, _iso(sde, 1.0)).x,
+            out_shardings=NamedSharding(mesh, PartitionSpec("data")),
+        )(keys[0])
+    )
+    assert len(sharded.sharding.device_set) == 8
+    np.testing.assert_allclose(sharded, batch[0], rtol=1e-5, atol=1e-5)
+
+    with jax.enable_x64(True):
+        sampler64 = sample_fn(sde, stepper, num_steps, shape, jnp.float64)
+        norm = jax.jit(lambda a: jnp.sum(sampler64(keys[1], _iso(sde, a)).x ** 2))
+        a = jnp.asarray(1.5, jnp.float64)
+        grad = jax.jit(jax.grad(norm))(a)
+        fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+    assert float(grad) > 0  # wider data, wider samples
 
 
 def _iso(sde, a):
