@@ -43,7 +43,7 @@ from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
 from sde_jax.typing import Array, Key, ScoreFn
 
-__all__ = ["EDMHeun", "EDMStochastic", "churn_gamma"]
+__all__ = ["EDMHeun", "EDMStochastic", "churn_gamma", "heun_in_sigma"]
 
 
 def _check_sde(sde: object) -> None:
@@ -263,7 +263,9 @@ class EDMStochastic(Memoryless):
         t_hat = self.sde.t_of_sigma(sigma_hat).astype(jnp.result_type(t))
         x_hat = x / self.sde.mean_coeff(t) + noise_std.astype(x.dtype) * z
         churned = gamma > 0
-        # Unchurned steps keep x and t themselves, so they equal EDMHeun's bit for bit.
+        # Unchurned steps keep x and t themselves: EDMHeun's step, bit for bit when s_churn = 0
+        # (when gamma = 0 is known only at run time, up to a differently fused program's
+        # rounding).
         t_hat = jnp.where(churned, t_hat, t)
         x = jnp.where(churned, self.sde.mean_coeff(t_hat) * x_hat, x)
         x = heun_in_sigma(self.sde, score_fn, x, t_hat, t_next)
