@@ -314,5 +314,6 @@ def test_ddim_eta_0_is_the_first_step_of_2m_and_eta_1_the_ddpm_posterior():
         mu = math.sqrt(ab1) * (1 - a) / (1 - ab) * x0 + math.sqrt(a) * (1 - ab1) / (1 - ab) * x
         beta_tilde = (1 - ab1) / (1 - ab) * (1 - a)
         x_next, x_mean = _stepper_outputs(DDIM(sde, eta=1.0), sde, [t, t_next], x)[0]
+        z = _noise(0, x)
     np.testing.assert_allclose(x_mean, mu, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(x_next - x_mean, math.sqrt(beta_tilde) * _noise(0, x), atol=1e-12)
+    np.testing.assert_allclose(x_next - x_mean, math.sqrt(beta_tilde) * z, rtol=0, atol=1e-12)
