@@ -7,16 +7,17 @@ eq. 12 and DDPM's posterior (Ho et al. 2020, eq. 7).
 """
 
 import functools
+import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gaussians import DATA, DIM, Gaussian, check_gaussian_samples, order_slopes  # noqa: F401
+from gaussians import DATA, DIM, Gaussian, check_gaussian_samples, order_slopes
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from sde_jax import grids, predictions, sampling
+from sde_jax import grids, sampling
 from sde_jax.sdes import VESDE, VPSDE, CosineVPSDE
 from sde_jax.steppers.dpm_solver import (
     DDIM,
@@ -29,6 +30,8 @@ from sde_jax.steppers.dpm_solver import (
 )
 
 DATA4 = Gaussian.random(4, seed=1)
+# The test programs are small and run once: LLVM's optimizations would cost more than they save.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 SDES = [VPSDE(), VESDE(), CosineVPSDE()]
 SDE_IDS = ["vp", "ve", "cosine"]
 ALL = [DDIM, DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP2S, DPMSolverPP3S]
@@ -72,14 +75,14 @@ def _flow_problem(sde, counts):
         x = jax.random.normal(jax.random.key(0), (16, 4), jnp.float64)
         return jnp.stack(times), active, x, DATA4.flow_map(sde, x, sde.T, t_end)
 
-    return jax.jit(problem)()
+    return _jit(problem)()
 
 
 def _flow_errors(sde, stepper, counts):
     """Max error against the exact flow map for each step count (float64)."""
     times, active, x, exact = _flow_problem(sde, tuple(counts))
     run = jax.vmap(functools.partial(_run_padded, stepper, DATA4.score_fn(sde), x))
-    out = jax.jit(run)(times, active)
+    out = _jit(run)(times, active)
     return [float(e) for e in jnp.max(jnp.abs(out - exact), axis=(1, 2))]
 
 
@@ -136,13 +139,13 @@ def _stepper_outputs(stepper, sde, times, x):
 
     def run():
         state, outs = stepper.init(x), []
-        for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+        for i, (t, t_next) in enumerate(itertools.pairwise(times)):
             key = jax.random.key(i)
             state = stepper.step(key, DATA4.score_fn(sde), state, jnp.float64(t), t_next)
             outs.append((state.x, state.x_mean))
         return outs
 
-    return [(np.asarray(a), np.asarray(b)) for a, b in jax.jit(run)()]
+    return [(np.asarray(a), np.asarray(b)) for a, b in _jit(run)()]
 
 
 def _noise(i, x):
@@ -158,7 +161,7 @@ def _hand_multistep(sde, times, x, eta, order, second, third_weight=1.0):
     W1 P' replaced by (W0 / 2) h P') or 'taylor'. ``third_weight`` scales W2.
     """
     outs, lams, ds = [], [], []
-    for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+    for i, (t, t_next) in enumerate(itertools.pairwise(times)):
         (_, s, lam), (m1, s1, lam1) = _geometry(sde, t), _geometry(sde, t_next)
         h = lam1 - lam
         lams, ds = [lam, *lams][:3], [_denoiser(sde, x, t), *ds][:3]
@@ -232,7 +235,7 @@ def _hand_singlestep(sde, times, x, fractions):
         return 1 - phi_1(z) / z
 
     outs = []
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
+    for t, t_next in itertools.pairwise(times):
         (_, s, lam), (m1, s1, lam1) = _geometry(sde, t), _geometry(sde, t_next)
         h, d = lam1 - lam, _denoiser(sde, x, t)
         us = [float(sde.t_of_log_snr(lam + r * h)) for r in fractions]
@@ -255,7 +258,7 @@ def _hand_ddim(sde, times, x, eta):
     """DDIM's eq. 12 in alpha-bar (VP): x' = sqrt(ab') x0 + sqrt(1 - ab' - c^2) eps + c z with
     c = eta sqrt((1 - ab')/(1 - ab)) sqrt(1 - ab/ab')."""
     outs = []
-    for i, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
+    for i, (t, t_next) in enumerate(itertools.pairwise(times)):
         ab, ab1 = float(sde.mean_coeff(t)) ** 2, float(sde.mean_coeff(t_next)) ** 2
         x0 = _denoiser(sde, x, t)
         eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
@@ -269,8 +272,9 @@ def _hand_ddim(sde, times, x, eta):
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
 @pytest.mark.parametrize(
     ("make", "fractions"),
-    [(DPMSolverPP2S, [0.5]), (functools.partial(DPMSolverPP2S, r=0.3), [0.3])]
-    + [
+    [
+        (DPMSolverPP2S, [0.5]),
+        (functools.partial(DPMSolverPP2S, r=0.3), [0.3]),
         (DPMSolverPP3S, [1 / 3, 2 / 3]),
         (functools.partial(DPMSolverPP3S, r1=0.4, r2=0.7), [0.4, 0.7]),
     ],
@@ -317,3 +321,98 @@ def test_ddim_eta_0_is_the_first_step_of_2m_and_eta_1_the_ddpm_posterior():
         z = _noise(0, x)
     np.testing.assert_allclose(x_mean, mu, rtol=0, atol=1e-12)
     np.testing.assert_allclose(x_next - x_mean, math.sqrt(beta_tilde) * z, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# The stochastic solvers in distribution; the transformations; validation.
+
+
+@pytest.mark.parametrize(
+    ("sde", "stepper", "grid", "bias"),
+    [
+        (VPSDE(), DPMSolverPP2MSDE(VPSDE()), grids.log_snr_grid(VPSDE(), 40, 1e-3), 0.03),
+        (VESDE(), DPMSolverPP3MSDE(VESDE()), grids.log_snr_grid(VESDE(), 40, 1e-5), 0.03),
+        # Ancestral sampling is first order with a large constant (variance ratio 0.80 at 40
+        # steps, 0.96 at 200 on this grid): DDPM's regime of many steps.
+        (VPSDE(), DDIM(VPSDE(), eta=1.0), grids.quadratic_grid(VPSDE(), 200, 1e-3), 0.06),
+    ],
+    ids=["2m_sde-vp", "3m_sde-ve", "ddim_eta1-vp"],
+)
+def test_stochastic_solvers_sample_the_data_distribution(sde, stepper, grid, bias):
+    score_fn = DATA.score_fn(sde)
+    run = _jit(lambda k: sampling.sample(k, score_fn, stepper, grid, (512, DIM), sde=sde).x)
+    check_gaussian_samples(run(jax.random.key(3)), bias=bias)
+
+
+def _samplers(dtype):
+    sde = VPSDE()
+    grid = grids.log_snr_grid(sde, 6, 1e-3)
+    return [sampling.FixedGridSampler(sde, make(sde), grid, (8, 4), dtype=dtype) for make in ALL]
+
+
+def test_all_solvers_vmap_over_keys_differentiate_and_shard():
+    sde, samplers = VPSDE(), _samplers(jnp.float32)
+    keys = jax.random.split(jax.random.key(7), 3)
+
+    def run_all(key):
+        return [sampler(key, DATA4.score_fn(sde)).x for sampler in samplers]
+
+    batches = _jit(jax.vmap(run_all))(keys)
+    for batch in batches:
+        assert batch.shape == (3, 8, 4) and np.all(np.isfinite(batch))
+        assert not np.allclose(batch[0], batch[1])
+
+    # 8 devices, the batch sharded: equal to one device.
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharded = _jit(run_all, out_shardings=NamedSharding(mesh, PartitionSpec("data")))(keys[0])
+    for x, batch in zip(jax.block_until_ready(sharded), batches, strict=True):
+        assert len(x.sharding.device_set) == 8
+        np.testing.assert_allclose(x, batch[0], rtol=1e-4, atol=1e-4)
+
+    # Data N(0, a^2 I): each sample's dependence on a, by reverse mode and central differences.
+    def norms(a):
+        def gaussian_score(x, t):
+            m, s = sde.mean_coeff(t), sde.marginal_std(t)
+            return -x / (m**2 * a**2 + s**2)[:, None]
+
+        return jnp.stack([jnp.sum(s(jax.random.key(8), gaussian_score).x ** 2) for s in samplers64])
+
+    def grads_and_differences(a):
+        shifted = jax.vmap(norms)(jnp.stack([a + 1e-5, a - 1e-5]))
+        return jax.jacrev(norms)(a), (shifted[0] - shifted[1]) / 2e-5
+
+    with jax.enable_x64(True):
+        samplers64 = _samplers(jnp.float64)
+        grads, fd = map(np.asarray, _jit(grads_and_differences)(jnp.asarray(1.5, jnp.float64)))
+    np.testing.assert_allclose(grads, fd, rtol=1e-5)
+    assert np.all(grads > 0)  # wider data, wider samples
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DPMSolverPP3M("vp"), r"sde must be an sde_jax.sdes.SDE.*'vp'"),
+        (lambda: DDIM(VPSDE(), eta=-0.1), r"eta must be a number in \[0.0, 1.0\], got eta=-0.1"),
+        (lambda: DDIM(VPSDE(), eta=1.5), r"eta must be .* got eta=1.5"),
+        (lambda: DPMSolverPP2MSDE(VPSDE(), eta=-1.0), r"eta must be .*>= 0|eta must be a number"),
+        (lambda: DPMSolverPP3MSDE(VPSDE(), s_noise=-1.0), r"s_noise must be .* got s_noise=-1.0"),
+        (lambda: DPMSolverPP2MSDE(VPSDE(), solver_type="rk"), r"solver_type must be one of"),
+        (lambda: DPMSolverPP2S(VPSDE(), r=1.0), r"r must be a number in \(0.0, 1.0\), got r=1.0"),
+        (lambda: DPMSolverPP2S(VPSDE(), r=True), r"r must be a number in \(0.0, 1.0\), got r=True"),
+        (lambda: DPMSolverPP3S(VPSDE(), r1=0.0), r"r1 must be a number in \(0.0, 1.0\)"),
+        (lambda: DPMSolverPP3S(VPSDE(), r1=0.7, r2=0.5), r"r1 must be smaller than r2"),
+        (lambda: DPMSolverPP3M(VPSDE(), variant="paper"), r"variant must be one of"),
+    ],
+)
+def test_constructor_errors_name_the_argument(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_singlestep_solvers_need_the_inverse_log_snr():
+    from gaussians import BrownianSDE
+
+    with pytest.raises(ValueError, match="DPMSolverPP2S needs the inverse of the log-SNR"):
+        DPMSolverPP2S(BrownianSDE())
+    assert DPMSolverPP3S(VPSDE(), r1=0.25, r2=0.5).order == 2
+    assert DPMSolverPP3M(VPSDE(), variant="reference").order == 2
