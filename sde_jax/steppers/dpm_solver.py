@@ -1,36 +1,37 @@
 r"""The DPM-Solver++ family and DDIM: exponential integrators in the log-SNR, data prediction.
 
-With :math:`\lambda = \log(m/s)` (``sde.log_snr``) and the data prediction :math:`D(x, t) =
-(x + s^2 s_\theta)/m` (``predictions.from_score_fn(sde, score_fn, "x0")``), the
-probability-flow ODE solved from t to :math:`t' < t`, :math:`h = \lambda(t') - \lambda(t) > 0`,
-is exactly (Lu et al. 2022, "DPM-Solver++", eq. 9)
+With :math:`\lambda = \log(m/s)` (``sde.log_snr``), :math:`h = \lambda(t') - \lambda(t) > 0` and
+the data prediction :math:`D = (x + s^2 s_\theta)/m` (``predictions.from_score_fn(sde,
+score_fn, "x0")``), the probability-flow ODE from t to :math:`t' < t` is exactly (Lu et al.
+2022, "DPM-Solver++", sec. 3)
 
-.. math:: x_{t'} = \frac{s'}{s} x_t + s' \int_{\lambda}^{\lambda'} e^{\ell} D(\ell)\, d\ell.
+.. math:: x_{t'} = \frac{s'}{s} x_t + m' \int_0^h e^{-(h - u)} D(\lambda + u)\, du.
 
-Each solver approximates D in the integral by a polynomial in :math:`\ell` (from earlier steps:
-multistep; from intermediate evaluations: singlestep), so the linear part is integrated exactly.
-Everything comes from the SDE's m, s and lambda, so every SDE works, VE and EDM included.
+Each solver integrates a polynomial interpolant of D in :math:`\lambda` exactly (from earlier
+steps: multistep; from intermediate evaluations: singlestep), so the linear part is exact and
+everything comes from the SDE's m, s and lambda: every SDE works, VE and EDM included. The SDE
+variants add :math:`\eta h` of noise per step (the reverse SDE for :math:`\eta = 1`).
 
-=====================  ======  ====  ============================================
-stepper                order   nfe   history
-=====================  ======  ====  ============================================
-``DDIM``               1       1     ``()``
-``DPMSolverPP2M``      2       1     ``(D_prev, h_prev)``
-``DPMSolverPP3M``      3       1     ``(D_prev, D_prev2, h_prev, h_prev2)``
-``DPMSolverPP2S``      2       2     ``()``
-``DPMSolverPP3S``      3       3     ``()``
-``DPMSolverPP2MSDE``   2       1     ``(D_prev, h_prev)``
-``DPMSolverPP3MSDE``   3       1     ``(D_prev, D_prev2, h_prev, h_prev2)``
-=====================  ======  ====  ============================================
+=====================  =====  ===  ================================================
+stepper                order  nfe  history
+=====================  =====  ===  ================================================
+``DDIM``               1      1    ``()``
+``DPMSolverPP2M``      2      1    ``(D_prev, h_prev)``
+``DPMSolverPP3M``      3      1    ``(D_prev, D_prev2, h_prev, h_prev2)``
+``DPMSolverPP2S``      2      2    ``()``
+``DPMSolverPP3S``      3      3    ``()``
+``DPMSolverPP2MSDE``   2      1    ``(D_prev, h_prev)``
+``DPMSolverPP3MSDE``   3      1    ``(D_prev, D_prev2, h_prev, h_prev2)``
+=====================  =====  ===  ================================================
 
-In a history, a step size of 0 marks "no such step yet"; the multistep solvers then take the
-lower-order update, as the reference code does for its first steps. The SDE variants' order is
-that of their deterministic part (``eta = 0``).
+In a history a step size of 0 marks "no such step yet": the multistep solvers then take the
+lower-order update, as the reference codes do for their first steps. An SDE variant's order is
+that of its deterministic part (``eta = 0``).
 """
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +51,8 @@ __all__ = [
     "DPMSolverPP3S",
 ]
 
-
-# --------------------------------------------------------------------------------------------
-# Validation, in Python before tracing.
+Variant = Literal["taylor", "reference"]
+"""The 3M solvers' third-order term: ``'taylor'`` (order 3) or ``'reference'`` (the codes')."""
 
 
 def _check_sde(sde: object) -> None:
@@ -62,19 +62,37 @@ def _check_sde(sde: object) -> None:
 
 def _check_number(name: str, value: object, low: float, high: float, closed: bool) -> float:
     ok = not isinstance(value, bool) and isinstance(value, int | float)
-    inside = ok and (low <= value <= high if closed else low < value < high)
-    if not inside:
+    if not (ok and (low <= value <= high if closed else low < value < high)):
         interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
         raise ValueError(f"{name} must be a number in {interval}, got {name}={value!r}.")
     return float(value)
 
 
-def _check_nonnegative(name: str, value: object) -> float:
-    return _check_number(name, value, 0.0, math.inf, closed=True)
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {name}={value!r}.")
 
 
-# --------------------------------------------------------------------------------------------
-# Shared pieces.
+def _check_noise(stepper: object) -> None:
+    _check_sde(stepper.sde)
+    for name in ("eta", "s_noise"):
+        value = _check_number(name, getattr(stepper, name), 0.0, math.inf, closed=True)
+        object.__setattr__(stepper, name, value)
+
+
+class _Geometry(NamedTuple):
+    """One step's coefficients: ``s'/s``, ``m'``, ``s'`` and ``h``."""
+
+    ratio: Array
+    m_next: Array
+    s_next: Array
+    h: Array
+
+
+def _geometry(sde: SDE, t: Array, t_next: Array) -> _Geometry:
+    s_next = sde.marginal_std(t_next)
+    h = sde.log_snr(t_next) - sde.log_snr(t)
+    return _Geometry(s_next / sde.marginal_std(t), sde.mean_coeff(t_next), s_next, h)
 
 
 def _safe_ratio(num: Array, den: Array) -> Array:
@@ -82,20 +100,18 @@ def _safe_ratio(num: Array, den: Array) -> Array:
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def _log_snr_step(sde: SDE, t: Array, t_next: Array) -> Array:
-    r""":math:`h = \lambda(t') - \lambda(t)`."""
-    return sde.log_snr(t_next) - sde.log_snr(t)
+def _phi_2(z: Array) -> Array:
+    r""":math:`\varphi_2(z) = 1 + \mathrm{expm1}(-z)/z = \tfrac1z\int_0^z e^{-(z-u)} u\, du`."""
+    return jnp.expm1(-z) / z + 1.0
 
 
-Variant = Literal["taylor", "reference"]
-"""The 3M solvers' third-order term: ``'taylor'`` (order 3) or ``'reference'`` (the code's)."""
+def _second_order_weight(big_h: Array, rule: str) -> Array:
+    r"""The weight of :math:`\tfrac{h}{h_{prev}}(D - D_{prev})` in a second-order step.
 
-
-def _check_variant(variant: object) -> None:
-    if variant not in ("taylor", "reference"):
-        raise ValueError(
-            f"variant must be one of ['reference', 'taylor'], got variant={variant!r}."
-        )
+    ``'midpoint'``: :math:`-\tfrac12\mathrm{expm1}(-H)` (Algorithm 2); ``'taylor'``:
+    :math:`\varphi_2(H)`, the exact integral of the linear interpolant.
+    """
+    return -0.5 * jnp.expm1(-big_h) if rule == "midpoint" else _phi_2(big_h)
 
 
 def _third_order_terms(
@@ -106,32 +122,37 @@ def _third_order_terms(
     With :math:`r_0 = h_1/h`, :math:`r_1 = h_2/h` (the last two steps over this one),
     :math:`D_{1,0} = (D - D_{-1})/r_0`, :math:`D_{1,1} = (D_{-1} - D_{-2})/r_1`,
     :math:`D_1 = D_{1,0} + \tfrac{r_0}{r_0 + r_1}(D_{1,0} - D_{1,1}) \approx h D'`,
-    :math:`D_2 = (D_{1,0} - D_{1,1})/(r_0 + r_1) \approx h^2 D''/2`, :math:`\varphi_2 = 1 +
-    \mathrm{expm1}(-H)/H`, :math:`\varphi_3 = \varphi_2/H - \tfrac12` (``H = h`` for the ODE,
-    :math:`(1+\eta)h` for the SDE). The Taylor expansion of the exponential integral gives
-    :math:`-\varphi_3 h^2 D''`, so ``'taylor'`` takes c = 2; ``'reference'`` takes c = 1, as
-    ``multistep_dpm_solver_third_update`` of the DPM-Solver code and k-diffusion's
-    ``sample_dpmpp_3m_sde`` do (local error :math:`O(h^3)`: second order). Returns 0 unless
-    both earlier steps exist. The result multiplies :math:`m(t')`.
+    :math:`D_2 = (D_{1,0} - D_{1,1})/(r_0 + r_1) \approx h^2 D''/2` and :math:`\varphi_3 =
+    \varphi_2(H)/H - \tfrac12` (H = h for the ODE, :math:`(1+\eta)h` for the SDE). The Taylor
+    expansion of the exponential integral has :math:`-\varphi_3 h^2 D''`: ``'taylor'`` takes
+    c = 2. ``'reference'`` takes c = 1, as ``multistep_dpm_solver_third_update`` of the
+    DPM-Solver code and k-diffusion's ``sample_dpmpp_3m_sde`` do: a local error of order
+    :math:`h^3`, so second order. 0 unless both earlier steps exist; it multiplies m'.
     """
     both = (h1 > 0) & (h2 > 0)
     r0, r1 = h1 / h, h2 / h
     d1_0 = _safe_ratio(1.0, r0) * (d - d1)
     d1_1 = _safe_ratio(1.0, r1) * (d1 - d2)
-    r_sum = r0 + r1
-    d_first = d1_0 + _safe_ratio(r0, r_sum) * (d1_0 - d1_1)
-    d_second = _safe_ratio(1.0, r_sum) * (d1_0 - d1_1)
-    phi_2 = jnp.expm1(-big_h) / big_h + 1.0
+    d_first = d1_0 + _safe_ratio(r0, r0 + r1) * (d1_0 - d1_1)
+    d_second = _safe_ratio(1.0, r0 + r1) * (d1_0 - d1_1)
+    phi_2 = _phi_2(big_h)
     phi_3 = (phi_2 / big_h - 0.5) * (2.0 if variant == "taylor" else 1.0)
     return jnp.where(both, phi_2 * d_first - phi_3 * d_second, 0.0)
 
 
-def _standard_normal(key: Key, x: Array) -> Array:
-    return jax.random.normal(key, x.shape, x.dtype)
+def _exponential_euler(g: _Geometry, x: Array, d: Array, eta: float) -> Array:
+    r""":math:`\tfrac{s'}{s} e^{-\eta h} x - m'\,\mathrm{expm1}(-(1 + \eta) h)\, D`."""
+    return g.ratio * jnp.exp(-eta * g.h) * x - g.m_next * jnp.expm1(-(1.0 + eta) * g.h) * d
+
+
+def _add_noise(key: Key, x_mean: Array, g: _Geometry, eta: float, s_noise: float) -> Array:
+    r""":math:`\bar x + s' \sqrt{1 - e^{-2\eta h}}\, s_{noise}\, z`, z from ``key``."""
+    std = g.s_next * jnp.sqrt(-jnp.expm1(-2.0 * eta * g.h)) * s_noise
+    return x_mean + std * jax.random.normal(key, x_mean.shape, x_mean.dtype)
 
 
 # --------------------------------------------------------------------------------------------
-# Multistep ODE solvers.
+# Multistep solvers.
 
 
 @register_static
@@ -178,30 +199,51 @@ class DPMSolverPP2M:
         return State(x, x, (d, h.astype(x.dtype)))
 
 
-def _init_two_back(x: Array) -> State:
-    zero = jnp.zeros((), x.dtype)
-    return State(x, x, (jnp.zeros_like(x), jnp.zeros_like(x), zero, zero))
+class _ThreeStep:
+    """Mixin of the 3M solvers: history, order, and the update before noise."""
+
+    @property
+    def order(self) -> int:
+        """3 (``variant='taylor'``) or 2 (``'reference'``), of the deterministic part."""
+        return 3 if self.variant == "taylor" else 2
+
+    def init(self, x: Array) -> State:
+        """No history: ``h_prev = h_prev2 = 0``."""
+        zero = jnp.zeros((), x.dtype)
+        return State(x, x, (jnp.zeros_like(x), jnp.zeros_like(x), zero, zero))
+
+    def _mean(
+        self, score_fn: ScoreFn, state: State, t: Array, t_next: Array, eta: float, second: str
+    ) -> tuple[Array, tuple, _Geometry]:
+        x, (d1, d2, h1, h2) = state.x, state.history
+        d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
+        g = _geometry(self.sde, t, t_next)
+        big_h = (1.0 + eta) * g.h
+        only_one = (h1 > 0) & ~(h2 > 0)
+        inv_r = _safe_ratio(jnp.where(only_one, g.h, 0.0), h1)
+        correction = _second_order_weight(big_h, second) * inv_r * (d - d1)
+        correction += _third_order_terms(d, d1, d2, g.h, h1, h2, big_h, self.variant)
+        x_mean = _exponential_euler(g, x, d, eta) + g.m_next * correction
+        return x_mean, (d, d1, g.h.astype(x.dtype), h1), g
 
 
 @register_static
 @dataclasses.dataclass(frozen=True)
-class DPMSolverPP3M:
+class DPMSolverPP3M(_ThreeStep):
     r"""DPM-Solver++(3M): third-order multistep solver of the probability-flow ODE.
 
-    As the DPM-Solver reference code's multistep sampler of order 3 (Lu et al. 2022): the first
-    step is DPM-Solver-1 (DDIM), the second the 2M update of :class:`DPMSolverPP2M`, and from
-    the third on (``multistep_dpm_solver_third_update``)
+    As the DPM-Solver code's multistep sampler of order 3 (Lu et al. 2022): DPM-Solver-1 first,
+    then the 2M update of :class:`DPMSolverPP2M`, then (``multistep_dpm_solver_third_update``)
 
-    .. math:: x_{next} = \frac{s_{next}}{s} x - m_{next}\varphi_1 D
-              + m_{next}(\varphi_2 D_1 - \varphi_3 D_2), \quad \varphi_1 = \mathrm{expm1}(-h),
+    .. math:: x_{next} = \frac{s_{next}}{s} x - m_{next}\,\mathrm{expm1}(-h) D
+              + m_{next}(\varphi_2 D_1 - c\,\varphi_3 D_2)
 
-    with :math:`D_1, D_2, \varphi_2, \varphi_3` the divided differences and coefficients of
-    :func:`_third_order_terms` (:math:`H = h`). History: D at the last two steps and their h.
+    with the divided differences of :func:`_third_order_terms` (H = h).
 
     Attributes:
       sde: the forward SDE.
-      variant: ``'taylor'`` (default): the :math:`D_2` coefficient of the Taylor expansion,
-        order 3; ``'reference'``: the reference code's, half of it, order 2 (``order`` says).
+      variant: ``'taylor'`` (default; c = 2, the Taylor expansion's: order 3) or
+        ``'reference'`` (c = 1, the reference code's: order 2, which ``order`` reports).
 
     Raises:
       TypeError: if ``sde`` is not an SDE.
@@ -214,40 +256,116 @@ class DPMSolverPP3M:
 
     def __post_init__(self):
         _check_sde(self.sde)
-        _check_variant(self.variant)
-
-    @property
-    def order(self) -> int:
-        """3 (``'taylor'``) or 2 (``'reference'``)."""
-        return 3 if self.variant == "taylor" else 2
-
-    def init(self, x: Array) -> State:
-        """No history: ``h_prev = h_prev2 = 0``."""
-        return _init_two_back(x)
+        _check_choice("variant", self.variant, ("taylor", "reference"))
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """One multistep update of the highest order the history allows; ``key`` is unused."""
+        """One update of the highest order the history allows; ``key`` is unused."""
         del key
-        x, (d1, d2, h1, h2) = state.x, state.history
-        s = self.sde.marginal_std(t)
-        m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr_step(self.sde, t, t_next)
+        x_next, history, _ = self._mean(score_fn, state, t, t_next, 0.0, "midpoint")
+        return State(x_next, x_next, history)
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class DPMSolverPP2MSDE:
+    r"""SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5; k-diffusion's ``sample_dpmpp_2m_sde``).
+
+    In m and s (k-diffusion's x is our x/m), with :math:`H = (1 + \eta) h`, :math:`r =
+    h_{prev}/h` and the weight c of :func:`_second_order_weight`:
+
+    .. math:: \bar x = \frac{s_{next}}{s} e^{-\eta h} x - m_{next}\,\mathrm{expm1}(-H) D
+              + m_{next}\, c\, \tfrac{1}{r}(D - D_{prev}), \quad
+              x_{next} = \bar x + s_{next}\sqrt{1 - e^{-2\eta h}}\, s_{noise}\, z.
+
+    :math:`\eta = 0` is :class:`DPMSolverPP2M`. ``state.x_mean`` is :math:`\bar x`; z comes
+    from the step's key.
+
+    Attributes:
+      sde: the forward SDE.
+      eta: the share of the step taken stochastically, >= 0 (1: the reverse SDE).
+      s_noise: scale of the injected noise, >= 0 (1: exact).
+      solver_type: ``'midpoint'`` (the references' default) or ``'heun'`` (c = phi_2(H)).
+
+    Raises:
+      TypeError: if ``sde`` is not an SDE.
+      ValueError: for ``eta < 0``, ``s_noise < 0`` or another ``solver_type``.
+    """
+
+    sde: SDE
+    eta: float = 1.0
+    s_noise: float = 1.0
+    solver_type: Literal["midpoint", "heun"] = "midpoint"
+    order = 2
+    nfe_per_step = 1
+
+    def __post_init__(self):
+        _check_noise(self)
+        _check_choice("solver_type", self.solver_type, ("midpoint", "heun"))
+
+    def init(self, x: Array) -> State:
+        """No history yet: ``h_prev = 0`` marks the first step."""
+        return State(x, x, (jnp.zeros_like(x), jnp.zeros((), x.dtype)))
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """One multistep update, then noise from ``key``."""
+        x, (d_prev, h_prev) = state.x, state.history
         d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
-        phi_1 = jnp.expm1(-h)
-        second = (h1 > 0) & ~(h2 > 0)
-        half_inv_r = 0.5 * _safe_ratio(jnp.where(second, h, 0.0), h1)
-        x_next = (s_next / s) * x - m_next * phi_1 * (d + half_inv_r * (d - d1))
-        x_next = x_next + m_next * _third_order_terms(d, d1, d2, h, h1, h2, h, self.variant)
-        return State(x_next, x_next, (d, d1, h.astype(x.dtype), h1))
+        g = _geometry(self.sde, t, t_next)
+        rule = "midpoint" if self.solver_type == "midpoint" else "taylor"
+        c = _second_order_weight((1.0 + self.eta) * g.h, rule) * _safe_ratio(g.h, h_prev)
+        x_mean = _exponential_euler(g, x, d, self.eta) + g.m_next * c * (d - d_prev)
+        x_next = _add_noise(key, x_mean, g, self.eta, self.s_noise)
+        return State(x_next, x_mean, (d, g.h.astype(x.dtype)))
+
+
+@register_static
+@dataclasses.dataclass(frozen=True)
+class DPMSolverPP3MSDE(_ThreeStep):
+    r"""DPM-Solver++(3M) SDE: k-diffusion's ``sample_dpmpp_3m_sde`` (Gonzalez et al. 2023).
+
+    :class:`DPMSolverPP2MSDE`'s first-order part and noise, with the correction
+    :math:`m_{next}\varphi_2(H)(D - D_{prev})/r` at the second step and :math:`m_{next}
+    (\varphi_2 D_1 - c\,\varphi_3 D_2)` from the third on (:func:`_third_order_terms`,
+    :math:`H = (1 + \eta) h`). ``state.x_mean`` is the update before noise.
+
+    Attributes:
+      sde: the forward SDE.
+      eta: the share of the step taken stochastically, >= 0 (1: the reverse SDE).
+      s_noise: scale of the injected noise, >= 0 (1: exact).
+      variant: as :class:`DPMSolverPP3M`'s (``'reference'`` is k-diffusion's c = 1).
+
+    Raises:
+      TypeError: if ``sde`` is not an SDE.
+      ValueError: for ``eta < 0``, ``s_noise < 0`` or another ``variant``.
+    """
+
+    sde: SDE
+    eta: float = 1.0
+    s_noise: float = 1.0
+    variant: Variant = "taylor"
+    nfe_per_step = 1
+
+    def __post_init__(self):
+        _check_noise(self)
+        _check_choice("variant", self.variant, ("taylor", "reference"))
+
+    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
+        """One update of the highest order the history allows, then noise from ``key``."""
+        x_mean, history, g = self._mean(score_fn, state, t, t_next, self.eta, "taylor")
+        return State(_add_noise(key, x_mean, g, self.eta, self.s_noise), x_mean, history)
 
 
 # --------------------------------------------------------------------------------------------
-# Singlestep ODE solvers.
+# Singlestep solvers.
 
 
-def _intermediate(sde: SDE, lam: Array, fraction: float, h: Array) -> Array:
-    r"""The time of log-SNR :math:`\lambda + r h` (``sde.t_of_log_snr``)."""
-    return sde.t_of_log_snr(lam + fraction * h)
+def _intermediate(
+    sde: SDE, x: Array, d: Array, t: Array, lam: Array, r: float, h: Array
+) -> tuple[Array, Array, Array]:
+    r"""The time u of log-SNR :math:`\lambda + r h`, :math:`m_u`, and DPM-Solver-1 from t to u."""
+    u = sde.t_of_log_snr(lam + r * h)
+    m_u = sde.mean_coeff(u)
+    return u, m_u, sde.marginal_std(u) / sde.marginal_std(t) * x - m_u * jnp.expm1(-r * h) * d
 
 
 @register_static
@@ -255,18 +373,15 @@ def _intermediate(sde: SDE, lam: Array, fraction: float, h: Array) -> Array:
 class DPMSolverPP2S(Memoryless):
     r"""DPM-Solver++(2S): second-order singlestep solver (Lu et al. 2022, Algorithm 1).
 
-    An intermediate time :math:`u` with :math:`\lambda_u = \lambda + r h` (``sde.t_of_log_snr``):
+    With the intermediate time u of log-SNR :math:`\lambda + r h`:
 
-    .. math:: x_u = \frac{s_u}{s} x - m_u\,\mathrm{expm1}(-r h)\, D(x, t),
-    .. math:: x_{next} = \frac{s_{next}}{s} x - m_{next}\,\mathrm{expm1}(-h)
-              \big[D + \tfrac{1}{2r}(D(x_u, u) - D)\big],
-
-    the ``'dpmsolver'`` type of the reference's ``singlestep_dpm_solver_second_update``.
+    .. math:: x_u = \frac{s_u}{s} x - m_u\,\mathrm{expm1}(-r h)\, D, \quad
+              x_{next} = \frac{s_{next}}{s} x - m_{next}\,\mathrm{expm1}(-h)
+              \big[D + \tfrac{1}{2r}(D(x_u, u) - D)\big].
 
     Attributes:
       sde: the forward SDE (it must define ``t_of_log_snr``).
-      r: where the intermediate evaluation sits in the step's log-SNR, in (0, 1); 1/2 is the
-        midpoint rule.
+      r: the intermediate fraction of the step's log-SNR, in (0, 1); 1/2 is the midpoint.
 
     Raises:
       TypeError: if ``sde`` is not an SDE.
@@ -284,39 +399,32 @@ class DPMSolverPP2S(Memoryless):
         object.__setattr__(self, "r", _check_number("r", self.r, 0.0, 1.0, closed=False))
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """Two evaluations, at ``t`` and at the intermediate time; ``key`` is unused."""
+        """Two evaluations, at ``t`` and at u; ``key`` is unused."""
         del key
-        sde, x, r = self.sde, state.x, self.r
-        denoise = predictions.from_score_fn(sde, score_fn, "x0")
-        lam = sde.log_snr(t)
-        h = sde.log_snr(t_next) - lam
-        s = sde.marginal_std(t)
-        u = _intermediate(sde, lam, r, h)
+        x, r, g = state.x, self.r, _geometry(self.sde, t, t_next)
+        denoise = predictions.from_score_fn(self.sde, score_fn, "x0")
         d = denoise(x, t)
-        x_u = (sde.marginal_std(u) / s) * x - sde.mean_coeff(u) * jnp.expm1(-r * h) * d
-        d_u = denoise(x_u, u)
-        m_next, s_next = sde.mean_coeff(t_next), sde.marginal_std(t_next)
-        x_next = (s_next / s) * x - m_next * jnp.expm1(-h) * (d + (0.5 / r) * (d_u - d))
+        u, _, x_u = _intermediate(self.sde, x, d, t, self.sde.log_snr(t), r, g.h)
+        x_next = _exponential_euler(g, x, d + (0.5 / r) * (denoise(x_u, u) - d), 0.0)
         return State(x_next, x_next)
 
 
 @register_static
 @dataclasses.dataclass(frozen=True)
 class DPMSolverPP3S(Memoryless):
-    r"""DPM-Solver++(3S): third-order singlestep solver (Lu et al. 2022, DPM-Solver-3 with D).
+    r"""DPM-Solver++(3S): third-order singlestep solver (DPM-Solver-3 of Lu et al. 2022, in D).
 
-    Intermediate times :math:`u_1, u_2` at :math:`\lambda + r_1 h`, :math:`\lambda + r_2 h`;
-    with :math:`\varphi_1(z) = \mathrm{expm1}(-z)` and :math:`\varphi_2(z) = 1 + \varphi_1(z)/z`
-    (the ``'dpmsolver'`` type of the reference's ``singlestep_dpm_solver_third_update``):
+    With :math:`\varphi_1(z) = \mathrm{expm1}(-z)` and the intermediate times :math:`u_i` of
+    log-SNR :math:`\lambda + r_i h` (the ``'dpmsolver'`` type of the reference's
+    ``singlestep_dpm_solver_third_update``):
 
-    .. math:: x_{u_1} = \tfrac{s_{u_1}}{s} x - m_{u_1}\varphi_1(r_1 h) D,
-    .. math:: x_{u_2} = \tfrac{s_{u_2}}{s} x - m_{u_2}\varphi_1(r_2 h) D
+    .. math:: x_{u_1} = \tfrac{s_{u_1}}{s} x - m_{u_1}\varphi_1(r_1 h) D, \quad
+              x_{u_2} = \tfrac{s_{u_2}}{s} x - m_{u_2}\varphi_1(r_2 h) D
               + \tfrac{r_2}{r_1} m_{u_2}\varphi_2(r_2 h)(D_{u_1} - D),
     .. math:: x_{next} = \tfrac{s_{next}}{s} x - m_{next}\varphi_1(h) D
               + \tfrac{1}{r_2} m_{next}\varphi_2(h)(D_{u_2} - D).
 
-    Third order needs :math:`r_2 = 2/3` (the default); another :math:`r_2` gives order 2, which
-    ``order`` then reports.
+    Third order needs :math:`r_2 = 2/3` (the default); ``order`` reports 2 otherwise.
 
     Attributes:
       sde: the forward SDE (it must define ``t_of_log_snr``).
@@ -324,8 +432,7 @@ class DPMSolverPP3S(Memoryless):
 
     Raises:
       TypeError: if ``sde`` is not an SDE.
-      ValueError: if ``r1``, ``r2`` break ``0 < r1 < r2 < 1`` or the SDE lacks
-        ``t_of_log_snr``.
+      ValueError: unless ``0 < r1 < r2 < 1``, or if the SDE lacks ``t_of_log_snr``.
     """
 
     sde: SDE
@@ -353,177 +460,17 @@ class DPMSolverPP3S(Memoryless):
         del key
         sde, x, r1, r2 = self.sde, state.x, self.r1, self.r2
         denoise = predictions.from_score_fn(sde, score_fn, "x0")
-        lam = sde.log_snr(t)
-        h = sde.log_snr(t_next) - lam
-        s = sde.marginal_std(t)
-        u1, u2 = _intermediate(sde, lam, r1, h), _intermediate(sde, lam, r2, h)
-        d = denoise(x, t)
-        x_u1 = (sde.marginal_std(u1) / s) * x - sde.mean_coeff(u1) * jnp.expm1(-r1 * h) * d
-        d_u1 = denoise(x_u1, u1)
-        m_u2 = sde.mean_coeff(u2)
-        phi_22 = jnp.expm1(-r2 * h) / (r2 * h) + 1.0
-        x_u2 = (
-            (sde.marginal_std(u2) / s) * x
-            - m_u2 * jnp.expm1(-r2 * h) * d
-            + (r2 / r1) * m_u2 * phi_22 * (d_u1 - d)
-        )
-        d_u2 = denoise(x_u2, u2)
-        m_next, s_next = sde.mean_coeff(t_next), sde.marginal_std(t_next)
-        phi_2 = jnp.expm1(-h) / h + 1.0
-        x_next = (
-            (s_next / s) * x - m_next * jnp.expm1(-h) * d + (1.0 / r2) * m_next * phi_2 * (d_u2 - d)
-        )
+        g, lam, d = _geometry(sde, t, t_next), sde.log_snr(t), denoise(x, t)
+        u1, _, x_u1 = _intermediate(sde, x, d, t, lam, r1, g.h)
+        u2, m_u2, x_u2 = _intermediate(sde, x, d, t, lam, r2, g.h)
+        x_u2 = x_u2 + (r2 / r1) * m_u2 * _phi_2(r2 * g.h) * (denoise(x_u1, u1) - d)
+        correction = (1.0 / r2) * g.m_next * _phi_2(g.h) * (denoise(x_u2, u2) - d)
+        x_next = _exponential_euler(g, x, d, 0.0) + correction
         return State(x_next, x_next)
 
 
 # --------------------------------------------------------------------------------------------
-# Stochastic solvers.
-
-
-@register_static
-@dataclasses.dataclass(frozen=True)
-class DPMSolverPP2MSDE:
-    r"""SDE-DPM-Solver++(2M): the multistep solver of the reverse SDE (Lu et al. 2022, sec. 5).
-
-    With :math:`H = (1 + \eta) h` and :math:`r = h_{prev}/h`, as k-diffusion's
-    ``sample_dpmpp_2m_sde`` written in m and s (its x is our :math:`x/m`):
-
-    .. math:: \bar x = \frac{s_{next}}{s} e^{-\eta h} x - m_{next}\,\mathrm{expm1}(-H)\, D
-              + m_{next}\, c(H)\, \tfrac{1}{r} (D - D_{prev}),
-    .. math:: x_{next} = \bar x + s_{next}\sqrt{-\mathrm{expm1}(-2\eta h)}\; s_{noise}\, z,
-
-    with :math:`c = -\tfrac12\mathrm{expm1}(-H)` (``'midpoint'``) or :math:`c = 1 +
-    \mathrm{expm1}(-H)/H` (``'heun'``, the exact integral of the linear interpolant of D). The
-    first step has no correction. :math:`\eta = 1` is the paper's SDE solver (the reverse SDE
-    of eq. 6); :math:`\eta = 0` is :class:`DPMSolverPP2M`. ``order`` is that of the
-    deterministic part. ``state.x_mean`` is :math:`\bar x`; z comes from the step's key.
-
-    Attributes:
-      sde: the forward SDE.
-      eta: the share of the step taken stochastically, >= 0 (1: the reverse SDE).
-      s_noise: scale of the injected noise, >= 0 (1: exact).
-      solver_type: ``'midpoint'`` (the default of the references) or ``'heun'``.
-
-    Raises:
-      TypeError: if ``sde`` is not an SDE.
-      ValueError: for ``eta < 0``, ``s_noise < 0`` or another ``solver_type``.
-    """
-
-    sde: SDE
-    eta: float = 1.0
-    s_noise: float = 1.0
-    solver_type: Literal["midpoint", "heun"] = "midpoint"
-    order = 2
-    nfe_per_step = 1
-
-    def __post_init__(self):
-        _check_sde(self.sde)
-        object.__setattr__(self, "eta", _check_nonnegative("eta", self.eta))
-        object.__setattr__(self, "s_noise", _check_nonnegative("s_noise", self.s_noise))
-        if self.solver_type not in ("midpoint", "heun"):
-            raise ValueError(
-                "solver_type must be one of ['heun', 'midpoint'], "
-                f"got solver_type={self.solver_type!r}."
-            )
-
-    def init(self, x: Array) -> State:
-        """No history yet: ``h_prev = 0`` marks the first step."""
-        return State(x, x, (jnp.zeros_like(x), jnp.zeros((), x.dtype)))
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """One multistep update, then noise from ``key``."""
-        x, (d_prev, h_prev) = state.x, state.history
-        s = self.sde.marginal_std(t)
-        m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr_step(self.sde, t, t_next)
-        big_h = (1.0 + self.eta) * h
-        d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
-        if self.solver_type == "midpoint":
-            c = -0.5 * jnp.expm1(-big_h)
-        else:
-            c = jnp.expm1(-big_h) / big_h + 1.0
-        inv_r = _safe_ratio(h, h_prev)
-        x_mean = (
-            (s_next / s) * jnp.exp(-self.eta * h) * x
-            - m_next * jnp.expm1(-big_h) * d
-            + m_next * c * inv_r * (d - d_prev)
-        )
-        noise_std = s_next * jnp.sqrt(-jnp.expm1(-2.0 * self.eta * h)) * self.s_noise
-        x_next = x_mean + noise_std * _standard_normal(key, x)
-        return State(x_next, x_mean, (d, h.astype(x.dtype)))
-
-
-@register_static
-@dataclasses.dataclass(frozen=True)
-class DPMSolverPP3MSDE:
-    r"""DPM-Solver++(3M) SDE: k-diffusion's ``sample_dpmpp_3m_sde`` (Gonzalez et al. 2023).
-
-    With :math:`H = (1 + \eta) h`, :math:`\varphi_2 = 1 + \mathrm{expm1}(-H)/H`:
-
-    .. math:: \bar x = \frac{s_{next}}{s} e^{-\eta h} x - m_{next}\,\mathrm{expm1}(-H)\, D
-              + m_{next}\,T,
-    .. math:: x_{next} = \bar x + s_{next}\sqrt{-\mathrm{expm1}(-2\eta h)}\; s_{noise}\, z,
-
-    where T is 0 at the first step, :math:`\varphi_2 (D - D_{prev})/r` at the second, and
-    :math:`\varphi_2 D_1 - \varphi_3 D_2` after (:func:`_third_order_terms`). With
-    :math:`\eta = 0`, from the third step on it is :class:`DPMSolverPP3M`'s update. ``order``
-    is that of the deterministic part; ``state.x_mean`` is :math:`\bar x`.
-
-    Attributes:
-      sde: the forward SDE.
-      eta: the share of the step taken stochastically, >= 0 (1: the reverse SDE).
-      s_noise: scale of the injected noise, >= 0 (1: exact).
-      variant: the third-order term, as :class:`DPMSolverPP3M`'s (``'reference'`` is
-        k-diffusion's).
-
-    Raises:
-      TypeError: if ``sde`` is not an SDE.
-      ValueError: for ``eta < 0``, ``s_noise < 0`` or another ``variant``.
-    """
-
-    sde: SDE
-    eta: float = 1.0
-    s_noise: float = 1.0
-    variant: Variant = "taylor"
-    nfe_per_step = 1
-
-    def __post_init__(self):
-        _check_sde(self.sde)
-        object.__setattr__(self, "eta", _check_nonnegative("eta", self.eta))
-        object.__setattr__(self, "s_noise", _check_nonnegative("s_noise", self.s_noise))
-        _check_variant(self.variant)
-
-    @property
-    def order(self) -> int:
-        """3 (``'taylor'``) or 2 (``'reference'``), of the deterministic part."""
-        return 3 if self.variant == "taylor" else 2
-
-    def init(self, x: Array) -> State:
-        """No history: ``h_prev = h_prev2 = 0``."""
-        return _init_two_back(x)
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """One multistep update of the highest order the history allows, then noise."""
-        x, (d1, d2, h1, h2) = state.x, state.history
-        s = self.sde.marginal_std(t)
-        m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr_step(self.sde, t, t_next)
-        big_h = (1.0 + self.eta) * h
-        d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
-        phi_2 = jnp.expm1(-big_h) / big_h + 1.0
-        second = (h1 > 0) & ~(h2 > 0)
-        inv_r = _safe_ratio(jnp.where(second, h, 0.0), h1)
-        correction = phi_2 * inv_r * (d - d1) + _third_order_terms(
-            d, d1, d2, h, h1, h2, big_h, self.variant
-        )
-        x_mean = (
-            (s_next / s) * jnp.exp(-self.eta * h) * x
-            - m_next * jnp.expm1(-big_h) * d
-            + m_next * correction
-        )
-        noise_std = s_next * jnp.sqrt(-jnp.expm1(-2.0 * self.eta * h)) * self.s_noise
-        x_next = x_mean + noise_std * _standard_normal(key, x)
-        return State(x_next, x_mean, (d, d1, h.astype(x.dtype), h1))
+# DDIM.
 
 
 @register_static
@@ -531,8 +478,7 @@ class DPMSolverPP3MSDE:
 class DDIM(Memoryless):
     r"""DDIM with :math:`\eta` (Song, Meng and Ermon 2021, eq. 12), for any SDE through m, s.
 
-    With :math:`\hat\epsilon = (x - m D)/s` and :math:`c = \eta\, s_{next}\sqrt{1 -
-    e^{-2h}}`:
+    With :math:`\hat\epsilon = (x - m D)/s` and :math:`c = \eta\, s_{next}\sqrt{1 - e^{-2h}}`:
 
     .. math:: x_{next} = m_{next} D + \sqrt{s_{next}^2 - c^2}\,\hat\epsilon + c\, z
               = \frac{s_{next}}{s} k\, x + m_{next}(1 - k e^{-h}) D + c\, z,
@@ -565,14 +511,10 @@ class DDIM(Memoryless):
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """One DDIM step; ``key`` draws z (unused for ``eta = 0``)."""
-        x, eta = state.x, self.eta
-        s = self.sde.marginal_std(t)
-        m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = _log_snr_step(self.sde, t, t_next)
+        x, eta, g = state.x, self.eta, _geometry(self.sde, t, t_next)
         d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
-        k = jnp.sqrt((1.0 - eta**2) + eta**2 * jnp.exp(-2.0 * h))
-        x_mean = (s_next / s * k) * x + m_next * (-jnp.expm1(-h) + (1.0 - k) * jnp.exp(-h)) * d
+        k = jnp.sqrt((1.0 - eta**2) + eta**2 * jnp.exp(-2.0 * g.h))
+        x_mean = (g.ratio * k) * x + g.m_next * (-jnp.expm1(-g.h) + (1.0 - k) * jnp.exp(-g.h)) * d
         if eta == 0.0:
             return State(x_mean, x_mean)
-        noise_std = eta * s_next * jnp.sqrt(-jnp.expm1(-2.0 * h))
-        return State(x_mean + noise_std * _standard_normal(key, x), x_mean)
+        return State(_add_noise(key, x_mean, g, 1.0, eta), x_mean)
