@@ -409,10 +409,12 @@ def test_constructor_errors_name_the_argument(make, message):
         make()
 
 
-def test_singlestep_solvers_need_the_inverse_log_snr():
+def test_orders_evaluations_and_the_inverse_log_snr_of_the_singlestep_solvers():
     from gaussians import BrownianSDE
 
     with pytest.raises(ValueError, match="DPMSolverPP2S needs the inverse of the log-SNR"):
         DPMSolverPP2S(BrownianSDE())
     assert DPMSolverPP3S(VPSDE(), r1=0.25, r2=0.5).order == 2
     assert DPMSolverPP3M(VPSDE(), variant="reference").order == 2
+    orders = [(make(VPSDE()).order, make(VPSDE()).nfe_per_step) for make in ALL]
+    assert orders == [(1, 1), (2, 1), (3, 1), (2, 2), (3, 3), (2, 1), (3, 1), (1, 1)]
