@@ -2,8 +2,8 @@ r"""The DPM-Solver++ family and DDIM: exponential integrators in the log-SNR, da
 
 With :math:`\lambda = \log(m/s)` (``sde.log_snr``), :math:`h = \lambda(t') - \lambda(t) > 0` and
 the data prediction :math:`D = (x + s^2 s_\theta)/m` (``predictions.from_score_fn(sde,
-score_fn, "x0")``), the probability-flow ODE from t to :math:`t' < t` is exactly (Lu et al.
-2022, "DPM-Solver++", sec. 3)
+score_fn, "x0")``), the probability-flow ODE from t to :math:`t' < t` is exactly (the
+variation-of-constants formula in data prediction of Lu et al. 2022, "DPM-Solver++")
 
 .. math:: x_{t'} = \frac{s'}{s} x_t + m' \int_0^h e^{-(h - u)} D(\lambda + u)\, du.
 
@@ -147,6 +147,8 @@ def _exponential_euler(g: _Geometry, x: Array, d: Array, eta: float) -> Array:
 
 def _add_noise(key: Key, x_mean: Array, g: _Geometry, eta: float, s_noise: float) -> Array:
     r""":math:`\bar x + s' \sqrt{1 - e^{-2\eta h}}\, s_{noise}\, z`, z from ``key``."""
+    if eta == 0.0 or s_noise == 0.0:  # no noise, and no sqrt(0) for gradients in the times
+        return x_mean
     std = g.s_next * jnp.sqrt(-jnp.expm1(-2.0 * eta * g.h)) * s_noise
     return x_mean + std * jax.random.normal(key, x_mean.shape, x_mean.dtype)
 
@@ -321,7 +323,7 @@ class DPMSolverPP2MSDE:
 @register_static
 @dataclasses.dataclass(frozen=True)
 class DPMSolverPP3MSDE(_ThreeStep):
-    r"""DPM-Solver++(3M) SDE: k-diffusion's ``sample_dpmpp_3m_sde`` (Gonzalez et al. 2023).
+    r"""DPM-Solver++(3M) SDE: k-diffusion's ``sample_dpmpp_3m_sde`` (after Gonzalez et al.).
 
     :class:`DPMSolverPP2MSDE`'s first-order part and noise, with the correction
     :math:`m_{next}\varphi_2(H)(D - D_{prev})/r` at the second step and :math:`m_{next}
