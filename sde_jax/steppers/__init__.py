@@ -2,7 +2,8 @@
 
 from sde_jax.steppers.base import PredictorCorrector, State, Stepper
 from sde_jax.steppers.correctors import AnnealedLangevin, Langevin, NoCorrector
-from sde_jax.steppers.ode import DPMSolverPP2M, ProbabilityFlow, denoise
+from sde_jax.steppers.dpm_solver import DPMSolverPP2M
+from sde_jax.steppers.ode import ProbabilityFlow, denoise
 from sde_jax.steppers.predictors import (
     AncestralSampling,
     EulerMaruyama,

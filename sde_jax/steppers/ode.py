@@ -2,15 +2,12 @@ r"""Deterministic steppers for the probability-flow ODE (paper eq. 13).
 
 ``ProbabilityFlow`` applies a classic fixed-step rule (``ode.EULER``, ``ode.HEUN``,
 ``ode.RK4``: objects carrying their order and evaluations per step) to the ODE velocity
-:math:`f(x, t) - \tfrac12 g(t)^2 s_\theta(x, t)`. ``DPMSolverPP2M`` is the multistep
-DPM-Solver++ (Lu et al., 2022), which integrates the linear part exactly in the log-SNR
-variable and needs one score evaluation per step.
+:math:`f(x, t) - \tfrac12 g(t)^2 s_\theta(x, t)`. The exponential integrators in the log-SNR
+(DPM-Solver++, DDIM) live in :mod:`sde_jax.steppers.dpm_solver`.
 """
 
 import dataclasses
 from functools import partial
-
-import jax.numpy as jnp
 
 from sde_jax import ode, predictions
 from sde_jax.sdes import SDE, probability_flow_drift
@@ -77,41 +74,3 @@ def denoise(sde: SDE, score_fn: ScoreFn, x: Array, t: Array) -> Array:
     data prediction of :mod:`sde_jax.predictions` (``from_score_fn(sde, score_fn, "x0")``).
     """
     return predictions.from_score_fn(sde, score_fn, "x0")(x, t)
-
-
-@register_static
-@dataclasses.dataclass(frozen=True)
-class DPMSolverPP2M:
-    r"""DPM-Solver++(2M): second-order multistep solver of the probability-flow ODE.
-
-    With :math:`\lambda = \log(m/s)`, :math:`h = \lambda_{next} - \lambda` and the data
-    prediction :math:`D = (x + s^2 s_\theta)/m` (:func:`sde_jax.predictions.x0_from_score`),
-    one step is
-
-    .. math:: x_{next} = \frac{s_{next}}{s} x + m_{next}(1 - e^{-h})\,
-              \big[(1 + \tfrac{1}{2r}) D - \tfrac{1}{2r} D_{prev}\big], \quad r = h_{prev}/h,
-
-    and the first step uses :math:`D` alone (DDIM). Exact for the linear part of the ODE, so it
-    works for every SDE here (VP and sub-VP are its usual use). History: the previous D and h.
-    """
-
-    sde: SDE
-    order = 2
-    nfe_per_step = 1
-
-    def init(self, x: Array) -> State:
-        """No history yet: ``h_prev = 0`` marks the first step."""
-        return State(x, x, (jnp.zeros_like(x), jnp.zeros((), x.dtype)))
-
-    def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
-        """One multistep update; ``key`` is unused."""
-        del key
-        x, (d_prev, h_prev) = state.x, state.history
-        s = self.sde.marginal_std(t)
-        m_next, s_next = self.sde.mean_coeff(t_next), self.sde.marginal_std(t_next)
-        h = self.sde.log_snr(t_next) - self.sde.log_snr(t)
-        d = predictions.from_score_fn(self.sde, score_fn, "x0")(x, t)
-        half_inv_r = jnp.where(h_prev > 0, 0.5 * h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
-        d_combined = (1.0 + half_inv_r) * d - half_inv_r * d_prev
-        x = (s_next / s) * x - m_next * jnp.expm1(-h) * d_combined
-        return State(x, x, (d, h.astype(x.dtype)))
