@@ -8,6 +8,9 @@ Measured side by side in one run, each figure the median of ``--repeats`` runs:
   DDPM++ jitted alone, inside ``lax.scan``/``lax.while_loop``, inside each sampler and the
   likelihood solve; the FIR formulations; compile times; with ``--original``, the ratio to
   the original score_sde code's figures measured separately on the same machine;
+- fast solvers (benchmarks/solvers.py): every fixed-grid solver's energy distance to exact
+  samples of a 32-D Gaussian mixture, variance ratio and component weights at NFE 5-50 on VP
+  and VE, as tables and a log-log PNG beside the report;
 - sampler overhead per network evaluation (benchmarks/samplers.py): each sampler's time per
   evaluation over a bare ``lax.scan`` making the same evaluations;
 - likelihood (benchmarks/likelihood.py): one augmented-ODE evaluation (drift + jvp divergence)
@@ -67,6 +70,7 @@ QUICK = {
     "device_counts": (1, 2),
     "memory_batch": 2,
     "loop_steps": 8,
+    "solver_nfes": (10, 20),
 }
 DEFAULT = {
     "repeats": 3,
@@ -77,6 +81,7 @@ DEFAULT = {
     "device_counts": (1, 2, 4, 8),
     "memory_batch": 4,
     "loop_steps": 20,
+    "solver_nfes": (5, 10, 20, 35, 50),
 }
 SAMPLER_NET = {"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,)}
 SAMPLER_SHAPE = (8, 16, 16, 3)
@@ -435,8 +440,49 @@ def models_in_loops(settings: dict, log) -> tuple[list, list]:
     return mil.summary_rows(results, original), mil.details(results, original)
 
 
+def solver_accuracy(settings: dict, log) -> tuple[list, list]:
+    """Every fixed-grid solver's error on a Gaussian mixture at NFE 5-50; a log-log PNG."""
+    from benchmarks import solvers
+
+    start = time.perf_counter()
+    rows = solvers.measure(nfes=settings["solver_nfes"], log=log)
+    plot = settings.get("solver_plot")
+    if plot:
+        solvers.plot(rows, plot)
+    t = solvers.targets(rows)
+    summary = [
+        [
+            "solvers",
+            "Gaussian mixture, VP, 10 NFE: best energy distance / exact spread (target <= 2)",
+            t["best_vp_10"][1],
+            t["best_vp_10"][0],
+        ],
+        [
+            "solvers",
+            "VP, 20 NFE: worst DPM-Solver-type energy distance / exact spread",
+            t["dpm_vp_20_worst_energy"],
+            f"variance ratios {t['dpm_vp_20_variance_range'][0]:.3f}-"
+            f"{t['dpm_vp_20_variance_range'][1]:.3f}; exact sets up to {rows[0]['exact_max']:.2f}",
+        ],
+    ]
+    if "ve_pc_2000" in t:
+        summary.append(
+            [
+                "solvers",
+                "VE: EDM Heun at 35 NFE / PC at 2000 NFE, energy distance",
+                t["ve_edm_heun_35"] / t["ve_pc_2000"],
+                f"{t['ve_edm_heun_35']:.3g} / {t['ve_pc_2000']:.3g} (target <= 1)",
+            ]
+        )
+    details = solvers.report(rows, time.perf_counter() - start)
+    if plot:
+        details += ["", f"![energy distance against NFE]({os.path.basename(plot)})"]
+    return summary, details
+
+
 BENCHMARKS = {
     "Networks inside loops, samplers and the likelihood solve": models_in_loops,
+    "Fast solvers on a Gaussian mixture": solver_accuracy,
     "Sampler overhead per network evaluation": sampler_overhead,
     "Likelihood cost per evaluation": likelihood_costs,
     "Train step": train_step_cost,
@@ -486,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(QUICK if args.quick else DEFAULT, original=args.original)
     backend = jax.default_backend()
     output = args.output or os.path.join("benchmarks", f"RESULTS-{backend}.md")
+    settings["solver_plot"] = os.path.splitext(output)[0] + "-solvers.png"
     benchmarks = dict(BENCHMARKS)
     if args.gpu or backend == "gpu":
         benchmarks["Absolute throughput on the accelerator"] = gpu_throughput

@@ -28,6 +28,15 @@ CASES = [
                                   "corrector": "none", "num_steps": 50}),
     ("heun", "vp", {"method": "heun", "num_steps": 25}),
     ("dpm_solver++ (2M)", "vp", {"method": "dpm_solver++", "num_steps": 50}),
+    ("dpm_solver++ (3M)", "vp", {"method": "dpm_solver++_3m", "num_steps": 50}),
+    ("dpm_solver++ (3S)", "vp", {"method": "dpm_solver++_3s", "num_steps": 16}),
+    ("dpm_solver++ (3M SDE)", "vp", {"method": "dpm_solver++_3m_sde", "num_steps": 50}),
+    ("ddim (eta = 1)", "vp", {"method": "ddim", "eta": 1.0, "num_steps": 50}),
+    ("unipc (bh2, order 3)", "vp", {"method": "unipc", "num_steps": 50}),
+    ("deis (order 3)", "vp", {"method": "deis", "num_steps": 50}),
+    ("ipndm", "vp", {"method": "ipndm", "num_steps": 50}),
+    ("edm heun", "ve", {"method": "edm_heun", "num_steps": 25}),
+    ("edm (churn)", "ve", {"method": "edm", "s_churn": 10.0, "num_steps": 25}),
     ("ode (adaptive RK45)", "vp", {"method": "ode", "rtol": 1e-3, "atol": 1e-3}),
 ]  # fmt: skip
 

@@ -105,6 +105,19 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.eps = None  # None: 1e-5 for VE, 1e-3 for VP and sub-VP
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
+    sampling.max_steps = 4096  # 'ode': the adaptive solver's step limit
+    # The fast solvers (sde_jax.builders.METHODS), settable from the command line, e.g.
+    # --config.sampling.method=unipc --config.sampling.num_steps=10. None: the method's default.
+    optional = ml_collections.config_dict.placeholder
+    sampling.grid = optional(str)  # a name in sde_jax.grids.GRIDS
+    sampling.rho = 7.0  # the Karras grid's exponent
+    sampling.eta = optional(float)  # 'ddim' (default 0), SDE variants (default 1)
+    sampling.s_noise = 1.0  # SDE variants and 'edm'
+    sampling.order = optional(int)  # 'unipc', 'deis' (default 3)
+    sampling.variant = "bh2"  # 'unipc': 'bh1' or 'bh2'
+    sampling.s_churn = 0.0  # 'edm' (Karras et al. 2022, Algorithm 2)
+    sampling.s_tmin = 0.0
+    sampling.s_tmax = optional(float)  # None: no upper bound
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 256
@@ -114,7 +127,6 @@ def get_default_config() -> ml_collections.ConfigDict:
     evaluate.enable_sampling = True
     evaluate.enable_loss = True
     # Optional values default to typed placeholders (None) so the command line can set them.
-    optional = ml_collections.config_dict.placeholder
     evaluate.begin_step = optional(int)  # sde-jax eval: first step of a range (None: newest)
     evaluate.end_step = optional(int)  # sde-jax eval: last step of a range (None: no bound)
     evaluate.bpd_on_train = False  # also bits/dim of data.train_split

@@ -9,7 +9,8 @@ never sees a config; the CLI, training and evaluation call these.
 """
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -22,9 +23,19 @@ from sde_jax import controllable, grids, ode, sampling
 from sde_jax.models import build_model
 from sde_jax.sdes import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax.steppers import (
+    DDIM,
+    DEIS,
+    IPNDM,
     AncestralSampling,
     AnnealedLangevin,
     DPMSolverPP2M,
+    DPMSolverPP2MSDE,
+    DPMSolverPP2S,
+    DPMSolverPP3M,
+    DPMSolverPP3MSDE,
+    DPMSolverPP3S,
+    EDMHeun,
+    EDMStochastic,
     EulerMaruyama,
     Langevin,
     NoCorrector,
@@ -32,6 +43,7 @@ from sde_jax.steppers import (
     PredictorCorrector,
     ProbabilityFlow,
     ReverseDiffusion,
+    UniPC,
 )
 
 SDES: dict[str, type[SDE]] = {
@@ -133,8 +145,6 @@ def check_image_size(config: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # The sampling section: the original's key names to sampling objects.
 
-METHODS = ("pc", "ode", "euler", "heun", "rk4", "dpm_solver++")
-"""``sampling.method``: predictor-corrector, adaptive ODE, fixed-step ODE rules, DPM-Solver++."""
 PREDICTORS = {
     "euler_maruyama": EulerMaruyama,
     "reverse_diffusion": ReverseDiffusion,
@@ -142,6 +152,83 @@ PREDICTORS = {
     "none": None,
 }
 CORRECTORS = {"langevin": Langevin, "ald": AnnealedLangevin, "none": None}
+
+
+def _pc(sde: SDE, s: Mapping[str, Any]):
+    _choice("predictor", s["predictor"], PREDICTORS)
+    _choice("corrector", s["corrector"], CORRECTORS)
+    predictor, corrector = PREDICTORS[s["predictor"]], CORRECTORS[s["corrector"]]
+    return PredictorCorrector(
+        NoPredictor() if predictor is None else predictor(sde),
+        NoCorrector() if corrector is None else corrector(sde, s["snr"], s["n_steps_each"]),
+    )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A fixed-grid ``sampling.method``: how its stepper is built and its default grid.
+
+    Attributes:
+      stepper: ``stepper(sde, settings) -> Stepper`` from the filled-in sampling section.
+      grid: the grid name used when the section leaves ``grid`` unset (None).
+      keys: the section keys the method reads besides the common ones (for the docs).
+    """
+
+    stepper: Callable[[SDE, Mapping[str, Any]], Any]
+    grid: str
+    keys: tuple[str, ...] = ()
+
+
+METHODS: dict[str, Method | None] = {
+    "pc": Method(_pc, "uniform", ("predictor", "corrector", "snr", "n_steps_each")),
+    "ode": None,  # the adaptive RK45 solve: no grid, see get_sampler
+    "euler": Method(lambda sde, s: ProbabilityFlow(sde, ode.EULER), "karras"),
+    "heun": Method(lambda sde, s: ProbabilityFlow(sde, ode.HEUN), "karras"),
+    "rk4": Method(lambda sde, s: ProbabilityFlow(sde, ode.RK4), "karras"),
+    "ddim": Method(lambda sde, s: DDIM(sde, _or(s["eta"], 0.0)), "log_snr", ("eta",)),
+    "dpm_solver++": Method(lambda sde, s: DPMSolverPP2M(sde), "log_snr"),
+    "dpm_solver++_3m": Method(lambda sde, s: DPMSolverPP3M(sde), "log_snr"),
+    "dpm_solver++_2s": Method(lambda sde, s: DPMSolverPP2S(sde), "log_snr"),
+    "dpm_solver++_3s": Method(lambda sde, s: DPMSolverPP3S(sde), "log_snr"),
+    "dpm_solver++_2m_sde": Method(
+        lambda sde, s: DPMSolverPP2MSDE(sde, _or(s["eta"], 1.0), s["s_noise"]),
+        "log_snr",
+        ("eta", "s_noise"),
+    ),
+    "dpm_solver++_3m_sde": Method(
+        lambda sde, s: DPMSolverPP3MSDE(sde, _or(s["eta"], 1.0), s["s_noise"]),
+        "log_snr",
+        ("eta", "s_noise"),
+    ),
+    "unipc": Method(
+        lambda sde, s: UniPC(sde, _or(s["order"], 3), s["variant"]),
+        "log_snr",
+        ("order", "variant"),
+    ),
+    "deis": Method(lambda sde, s: DEIS(sde, _or(s["order"], 3)), "log_snr", ("order",)),
+    "ipndm": Method(lambda sde, s: IPNDM(sde), "log_snr"),
+    "edm_heun": Method(lambda sde, s: EDMHeun(sde), "karras"),
+    "edm": Method(
+        lambda sde, s: EDMStochastic(
+            sde,
+            s["num_steps"],
+            s["s_churn"],
+            s["s_tmin"],
+            _or(s["s_tmax"], math.inf),
+            s["s_noise"],
+        ),
+        "karras",
+        ("s_churn", "s_tmin", "s_tmax", "s_noise"),
+    ),
+}
+"""``sampling.method`` names: the adaptive ODE ('ode') and every fixed-grid method with its
+stepper and default grid (log-SNR for the exponential integrators, EDM's Karras grid with
+rho = 7 for EDM's samplers and the fixed-step probability-flow rules, uniform in t for the
+paper's PC samplers)."""
 DEFAULTS = {
     "method": "pc",
     "predictor": "reverse_diffusion",
@@ -154,10 +241,20 @@ DEFAULTS = {
     "rtol": 1e-5,
     "atol": 1e-5,
     "max_steps": 4096,
-    "grid": "uniform",
+    "grid": None,
     "rho": 7.0,
+    "eta": None,
+    "s_noise": 1.0,
+    "order": None,
+    "variant": "bh2",
+    "s_churn": 0.0,
+    "s_tmin": 0.0,
+    "s_tmax": None,
 }
-"""Values used for keys the config leaves out. ``eps=None`` means the SDE's default."""
+"""Values used for keys the config leaves out. ``eps=None`` means the SDE's default,
+``grid=None`` the method's default grid (:data:`METHODS`), ``eta=None`` the method's (0 for
+'ddim', 1 for the SDE variants), ``order=None`` 3 ('unipc', 'deis'), ``s_tmax=None`` no upper
+bound on EDM's churn."""
 
 IGNORED_KEYS = frozenset({"probability_flow"})
 """Keys of the original's sampling section that sde_jax does not need."""
@@ -191,26 +288,12 @@ def sampling_settings(section: Any) -> dict[str, Any]:
     return {**DEFAULTS, **{k: v for k, v in values.items() if k in DEFAULTS}}
 
 
-def _stepper(sde: SDE, s: Mapping[str, Any]):
-    """The stepper of a fixed-grid method."""
-    if s["method"] == "pc":
-        _choice("predictor", s["predictor"], PREDICTORS)
-        _choice("corrector", s["corrector"], CORRECTORS)
-        predictor, corrector = PREDICTORS[s["predictor"]], CORRECTORS[s["corrector"]]
-        return PredictorCorrector(
-            NoPredictor() if predictor is None else predictor(sde),
-            NoCorrector() if corrector is None else corrector(sde, s["snr"], s["n_steps_each"]),
-        )
-    if s["method"] == "dpm_solver++":
-        return DPMSolverPP2M(sde)
-    return ProbabilityFlow(sde, ode.FIXED_STEPS[s["method"]])
-
-
 def _grid(sde: SDE, s: Mapping[str, Any], eps: float) -> np.ndarray:
-    _choice("grid", s["grid"], grids.GRIDS)
-    if s["grid"] == "karras":
+    name = _or(s["grid"], METHODS[s["method"]].grid)
+    _choice("grid", name, grids.GRIDS)
+    if name == "karras":
         return np.asarray(grids.karras_grid(sde, s["num_steps"], eps, s["rho"]))
-    return np.asarray(grids.GRIDS[s["grid"]](sde, s["num_steps"], eps))
+    return np.asarray(grids.GRIDS[name](sde, s["num_steps"], eps))
 
 
 def get_sampler(
@@ -221,14 +304,20 @@ def get_sampler(
 ) -> sampling.FixedGridSampler | sampling.AdaptiveODESampler:
     """Builds a sampler from a config's sampling section (the original's names).
 
-    Keys (defaults in :data:`DEFAULTS`): ``method`` ('pc', 'ode' (adaptive RK45), 'euler',
-    'heun', 'rk4' (fixed-grid probability flow), 'dpm_solver++'); ``predictor``
+    Keys (defaults in :data:`DEFAULTS`): ``method`` (a name in :data:`METHODS`: 'pc',
+    'ode' (adaptive RK45), 'euler', 'heun', 'rk4' (fixed-step probability flow in t), 'ddim',
+    'dpm_solver++' (2M), 'dpm_solver++_3m', 'dpm_solver++_2s', 'dpm_solver++_3s',
+    'dpm_solver++_2m_sde', 'dpm_solver++_3m_sde', 'unipc', 'deis', 'ipndm', 'edm_heun' (EDM's
+    Algorithm 1, Heun in sigma), 'edm' (Algorithm 2, with churn)); ``predictor``
     ('euler_maruyama', 'reverse_diffusion', 'ancestral_sampling', 'none') and ``corrector``
     ('langevin', 'ald', 'none') for 'pc'; ``snr``; ``n_steps_each``; ``noise_removal`` (the
     final denoising step: ``NoiseFreeMean`` for 'pc', ``TweedieDenoising`` otherwise,
     ``NoDenoising`` when False); ``num_steps`` (N); ``eps`` (None: the SDE's default);
-    ``rtol``, ``atol``, ``max_steps`` for 'ode'; ``grid`` (a name in ``grids.GRIDS``) and
-    ``rho`` (for 'karras') for fixed grids. Unknown keys raise (typos would pass silently).
+    ``rtol``, ``atol``, ``max_steps`` for 'ode'; ``grid`` (a name in ``grids.GRIDS``; None:
+    the method's default) and ``rho`` (for 'karras') for fixed grids; ``eta`` ('ddim' and the
+    SDE variants), ``s_noise`` (SDE variants, 'edm'), ``order`` ('unipc', 'deis'),
+    ``variant`` ('unipc': 'bh1' or 'bh2'), ``s_churn``, ``s_tmin``, ``s_tmax`` ('edm'). Unknown
+    keys raise (typos would pass silently).
 
     The result is the object one would build by hand, e.g. for 'pc'
     ``sampling.FixedGridSampler(sde, PredictorCorrector(ReverseDiffusion(sde), Langevin(sde,
@@ -256,7 +345,7 @@ def get_sampler(
             sde, shape, eps, s["rtol"], s["atol"], s["max_steps"], final, dtype
         )
     grid = _grid(sde, s, eps)
-    stepper = _stepper(sde, s)
+    stepper = METHODS[s["method"]].stepper(sde, s)
     if not s["noise_removal"]:
         final = sampling.NoDenoising()
     elif s["method"] == "pc":

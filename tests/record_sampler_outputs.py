@@ -5,7 +5,8 @@
 Run once, on the code before the solver-core redesign (issue 14), on CPU in float32:
 the redesign must reproduce these samples for the same keys. Each case is a sampling config
 (the original's key names) run through ``sampling.get_sampler`` on a 3-D Gaussian's exact
-score, batch 4, key 0.
+score, batch 4, key 0. They were recorded on the grid every method then defaulted to,
+uniform in t; since each method has its own default grid (issue 15), the cases name it.
 """
 
 import pathlib
@@ -30,11 +31,11 @@ CASES = {
     "pc_ancestral_ald": {**PC, "predictor": "ancestral_sampling", "corrector": "ald"},
     "pc_none_langevin": {**PC, "predictor": "none", "corrector": "langevin"},
     "pc_rd_none_no_denoise": {**PC, "corrector": "none", "noise_removal": False},
-    "euler": {"method": "euler", "num_steps": 12},
-    "heun": {"method": "heun", "num_steps": 12},
+    "euler": {"method": "euler", "num_steps": 12, "grid": "uniform"},
+    "heun": {"method": "heun", "num_steps": 12, "grid": "uniform"},
     "heun_log_snr": {"method": "heun", "num_steps": 12, "grid": "log_snr"},
-    "rk4": {"method": "rk4", "num_steps": 6, "noise_removal": False},
-    "dpm_solver++": {"method": "dpm_solver++", "num_steps": 12},
+    "rk4": {"method": "rk4", "num_steps": 6, "noise_removal": False, "grid": "uniform"},
+    "dpm_solver++": {"method": "dpm_solver++", "num_steps": 12, "grid": "uniform"},
     "dpm_solver++_log_snr": {"method": "dpm_solver++", "num_steps": 12, "grid": "log_snr"},
     "ode": {"method": "ode", "rtol": 1e-4, "atol": 1e-4},
 }

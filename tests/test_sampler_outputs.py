@@ -35,7 +35,7 @@ def test_config_builder_reproduces_the_recorded_samples(name, sde_name, config):
 
 
 def test_sampling_get_sampler_forwards_to_the_builder():
-    config = {"method": "heun", "num_steps": 12}
+    config = {"method": "heun", "num_steps": 12, "grid": "uniform"}
     forwarded = sampling.get_sampler(SDES["vp"], config, SHAPE)
     built = builders.get_sampler(SDES["vp"], config, SHAPE)
     assert type(forwarded) is type(built) is sampling.FixedGridSampler

@@ -41,21 +41,18 @@ def run(sde, config, key=0, data=DATA, shape=(N, DIM)):
     return jax.jit(lambda k: sampler(k, data.score_fn(sde)))(jax.random.key(key))
 
 
+# Each predictor on several SDEs and each SDE under two predictors (the PC runs are 1000 steps).
 PC_CASES = [
     (VPSDE(), "euler_maruyama", "none"),
     (SubVPSDE(), "euler_maruyama", "none"),
-    (CosineVPSDE(), "euler_maruyama", "none"),
     (EDMSDE(), "euler_maruyama", "none"),
     (VPSDE(), "ancestral_sampling", "none"),
     (VESDE(), "ancestral_sampling", "none"),
-    (SubVPSDE(), "ancestral_sampling", "none"),
     (CosineVPSDE(), "ancestral_sampling", "none"),
     (EDMSDE(), "ancestral_sampling", "none"),
-    (VPSDE(), "reverse_diffusion", "none"),
     (SubVPSDE(), "reverse_diffusion", "none"),
     (VESDE(), "reverse_diffusion", "none"),
     (CosineVPSDE(), "reverse_diffusion", "none"),
-    (EDMSDE(), "reverse_diffusion", "none"),
 ]
 NEW_SDES = [CosineVPSDE(), EDMSDE()]
 NEW_IDS = ["cosine", "edm"]
@@ -74,7 +71,7 @@ def test_predictors_match_gaussian_data(sde, predictor, corrector):
 
 
 @pytest.mark.parametrize(
-    "sde", [VPSDE(), SubVPSDE(), VESDE(), *NEW_SDES], ids=["vp", "subvp", "ve", *NEW_IDS]
+    "sde", [VPSDE(), SubVPSDE(), VESDE(), EDMSDE()], ids=["vp", "subvp", "ve", "edm"]
 )
 def test_predictor_corrector_with_langevin_matches_gaussian_data(sde):
     """The paper's PC sampler (snr 0.16). Sub-VP crashed in the original.
@@ -316,7 +313,7 @@ def test_adaptive_solver_reports_failure_instead_of_hanging():
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"method": "ddim"}, r"sampling.method must be one of .*'dpm_solver\+\+'.*got 'ddim'"),
+        ({"method": "ddpm"}, r"sampling.method must be one of .*'dpm_solver\+\+'.*got 'ddpm'"),
         ({"predictor": "heun"}, r"sampling.predictor must be one of .*'reverse_diffusion'"),
         ({"corrector": "hmc"}, r"sampling.corrector must be one of \['ald', 'langevin', 'none'\]"),
         (
