@@ -19,6 +19,8 @@ CASES = [
     (DEIS(VESDE(), 3), 3, [32, 64, 128]),
     (DEIS(CosineVPSDE(), 3), 3, [32, 64, 128]),
     (IPNDM(VPSDE()), 2, [16, 32, 64]),
+    (IPNDM(VESDE()), 2, [16, 32, 64]),
+    (IPNDM(CosineVPSDE()), 2, [16, 32, 64]),
 ]
 
 

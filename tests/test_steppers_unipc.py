@@ -23,6 +23,8 @@ CASES = [
     (VESDE(), (2, "bh2", True), 3, [16, 32, 64]),
     (CosineVPSDE(), (2, "bh2", True), 3, [16, 32, 64]),
     (VPSDE(), (3, "bh2", True), 4, [32, 64, 128]),
+    (VESDE(), (3, "bh2", True), 4, [32, 64, 128]),
+    (CosineVPSDE(), (3, "bh1", True), 4, [32, 64, 128]),
     (CosineVPSDE(), (2, "bh1", False), 2, [16, 32, 64]),
 ]
 
