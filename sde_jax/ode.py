@@ -15,6 +15,7 @@ vmaps and shards. Each leaf keeps its dtype; time may be float32 while the state
   every device holding a shard of it) takes the same steps.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -297,7 +298,7 @@ def _probe_step(y0, f0, direction, span, rtol, atol):
     d1 = _rms(_scaled(f0, y0, y0, rtol, atol))
     h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).astype(span.dtype)
     # Never probe fn outside [t0, t1]: it may not be defined there.
-    h0 = jnp.minimum(h0, span)
+    h0 = jax.lax.stop_gradient(jnp.minimum(h0, span))  # a step size: constant to gradients
     return h0, d1, _axpy(y0, direction * h0, (1.0,), (f0,))
 
 
@@ -396,6 +397,7 @@ def solve_adaptive(
     atol: float = 1e-5,
     max_steps: int = 4096,
     first_step: float | None = None,
+    adjoint: Any = None,
 ) -> ODESolution:
     r"""Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1`` with adaptive Dormand-Prince 5(4).
 
@@ -410,7 +412,9 @@ def solve_adaptive(
     sequence, the right thing under data parallelism. The step size follows a PI controller.
 
     The loop is a ``lax.while_loop``: no host round trips, jittable, vmappable (each vmapped
-    problem then has its own steps), but not reverse-mode differentiable.
+    problem then has its own steps), but not reverse-mode differentiable unless ``adjoint``
+    is given (:mod:`sde_jax.adjoint`). Step sizes are constants of every derivative (the
+    error norm and the first step pass through ``lax.stop_gradient``).
 
     Args:
       fn: the vector field ``fn(t, y)``; ``t`` is a scalar array of the time dtype.
@@ -423,6 +427,11 @@ def solve_adaptive(
         ``success=False``.
       first_step: the size of the first step tried; by default chosen from ``fn`` with the
         Hairer-Nørsett-Wanner heuristic, at the cost of one evaluation.
+      adjoint: how ``jax.grad`` differentiates the solve. None (default): not at all, the
+        fastest solve (forward mode still works); ``sde_jax.adjoint.RecursiveCheckpoint()``:
+        the exact gradient of the discrete solve, memory O(sqrt(max_steps)) and about twice
+        the forward compute; ``sde_jax.adjoint.Backsolve()``: the continuous adjoint, memory
+        O(1) in the steps, accurate to the solver tolerance.
 
     Returns:
       An :class:`ODESolution`. ``nfe = 6 * (num_steps + num_rejected) + 1 + (first_step is
@@ -431,6 +440,7 @@ def solve_adaptive(
 
     Raises:
       ValueError: if a tolerance is not positive, ``max_steps < 1`` or ``first_step <= 0``.
+      TypeError: if ``adjoint`` is not None, a ``RecursiveCheckpoint`` or a ``Backsolve``.
     """
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not value > 0:
@@ -439,6 +449,18 @@ def solve_adaptive(
         raise ValueError(f"max_steps must be an integer >= 1, got max_steps={max_steps!r}.")
     if first_step is not None and not first_step > 0:
         raise ValueError(f"first_step must be > 0 or None, got first_step={first_step!r}.")
+    while_loop = jax.lax.while_loop
+    if callable(getattr(adjoint, "solve", None)):  # a custom_vjp around this solve
+        return adjoint.solve(
+            fn, y0, t0, t1, rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step
+        )
+    if callable(getattr(adjoint, "while_loop", None)):  # a bounded, checkpointed loop
+        while_loop = functools.partial(adjoint.while_loop, max_steps=max_steps)
+    elif adjoint is not None:
+        raise TypeError(
+            "adjoint must be one of None, RecursiveCheckpoint(), Backsolve() (from "
+            f"sde_jax.adjoint), got adjoint={adjoint!r}."
+        )
 
     y0 = jax.tree.map(jnp.asarray, y0)
     time_dtype = jnp.result_type(t0, t1, float)
@@ -450,7 +472,7 @@ def solve_adaptive(
     f0, h_abs = _start(fn, t0, y0, direction, span, rtol, atol, heuristic=first_step is None)
     if first_step is not None:
         h_abs = jnp.asarray(first_step, time_dtype)
-    h_abs = jnp.minimum(h_abs, span)
+    h_abs = jax.lax.stop_gradient(jnp.minimum(h_abs, span))
     start_ok = jnp.isfinite(_rms(f0))
 
     def cond(state: _State):
@@ -459,6 +481,7 @@ def solve_adaptive(
 
     def body(state: _State) -> _State:
         y_new, k7, err = _dopri_attempt(fn, state.t, state.y, state.k1, state.h, rtol, atol)
+        err = jax.lax.stop_gradient(err)  # step sizes are constants of the gradient
         accept = err <= 1.0
         t_try = state.t + state.h
         # Land exactly on t1, also when t + h rounds onto or past it.
@@ -496,7 +519,7 @@ def solve_adaptive(
         done=span == 0,
         stalled=jnp.asarray(False),
     )
-    final = jax.lax.while_loop(cond, body, init)
+    final = while_loop(cond, body, init)
     attempts = final.num_steps + final.num_rejected
     nfe = 6 * attempts + 1 + (1 if first_step is None else 0)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final.y)]))
