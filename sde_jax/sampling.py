@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sde_jax import ode
+from sde_jax.adjoint import check_adjoint
 from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers import State, Stepper, denoise
 from sde_jax.typing import Array, Key, ScoreFn
@@ -347,10 +348,12 @@ class AdaptiveODESampler:
       final_step: :class:`TweedieDenoising` (default: one more evaluation at eps) or
         :class:`NoDenoising`.
       dtype: the floating dtype of the samples.
+      adjoint: reverse mode through the solve (:mod:`sde_jax.adjoint`): None (default, no
+        ``jax.grad``), ``RecursiveCheckpoint()`` or ``Backsolve()``.
 
     Raises:
       ValueError: for a bad ``shape``, ``eps``, tolerance or ``max_steps``.
-      TypeError: if ``final_step`` lacks the interface.
+      TypeError: if ``final_step`` lacks the interface or ``adjoint`` is not a choice.
     """
 
     sde: SDE
@@ -361,9 +364,11 @@ class AdaptiveODESampler:
     max_steps: int = 4096
     final_step: FinalStep = TweedieDenoising()
     dtype: Any = jnp.float32
+    adjoint: Any = None
 
     def __post_init__(self):
         check_shape(self.shape)
+        check_adjoint(self.adjoint)
         eps = self.eps
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < self.sde.T:
             raise ValueError(f"eps must be a number in (0, T={self.sde.T}), got {eps!r}.")
@@ -393,6 +398,7 @@ class AdaptiveODESampler:
             rtol=self.rtol,
             atol=self.atol,
             max_steps=self.max_steps,
+            adjoint=self.adjoint,
         )
         state = State(solution.y, solution.y)
         x = self.final_step(self.sde, score_fn, state, self.eps)
@@ -411,11 +417,12 @@ def sample_adaptive(
     max_steps: int = 4096,
     final_step: FinalStep = TweedieDenoising(),
     dtype: Any = jnp.float32,
+    adjoint: Any = None,
 ) -> SampleOutput:
     """Draws a batch by the adaptive probability-flow ODE (the paper's RK45 sampler).
 
     Equal to ``AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step,
-    dtype)(key, score_fn)``.
+    dtype, adjoint)(key, score_fn)``.
 
     Args:
       key: PRNG key of the prior sample.
@@ -428,6 +435,8 @@ def sample_adaptive(
       max_steps: step limit; past it ``success`` is False.
       final_step: :class:`TweedieDenoising` (default) or :class:`NoDenoising`.
       dtype: the floating dtype of the samples.
+      adjoint: None (default: no ``jax.grad``), ``sde_jax.adjoint.RecursiveCheckpoint()``
+        (exact gradient of the discrete solve) or ``sde_jax.adjoint.Backsolve()``.
 
     Returns:
       ``SampleOutput(x [shape], nfe, success)``; the batch shares the steps (one error norm).
@@ -436,7 +445,7 @@ def sample_adaptive(
       ValueError: for a bad ``shape``, ``eps``, tolerance or ``max_steps``.
     """
     eps = default_eps(sde) if eps is None else eps
-    sampler = AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step, dtype)
+    sampler = AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step, dtype, adjoint)
     return sampler(key, score_fn)
 
 

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax import ode, sampling
+from sde_jax.adjoint import check_adjoint
 from sde_jax.sampling import SampleOutput
 from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.typing import Array, Data, Key, ScoreFn
@@ -80,6 +81,8 @@ class LatentCodec:
       rtol: relative tolerance of the adaptive solver.
       atol: absolute tolerance.
       max_steps: step limit; past it the output reports ``success=False``.
+      adjoint: reverse mode through the solves (:mod:`sde_jax.adjoint`): None (default, no
+        ``jax.grad``), ``RecursiveCheckpoint()`` or ``Backsolve()``.
     """
 
     sde: SDE
@@ -87,6 +90,10 @@ class LatentCodec:
     rtol: float = 1e-5
     atol: float = 1e-5
     max_steps: int = 4096
+    adjoint: Any = None
+
+    def __post_init__(self):
+        check_adjoint(self.adjoint)
 
     def _solve(self, score_fn: ScoreFn, x: Data, t0: float, t1: float):
         def velocity(t, x):
@@ -100,6 +107,7 @@ class LatentCodec:
             rtol=self.rtol,
             atol=self.atol,
             max_steps=self.max_steps,
+            adjoint=self.adjoint,
         )
 
     def encode(self, score_fn: ScoreFn, x: Data) -> LatentOutput:
@@ -166,6 +174,7 @@ def get_latent_codec(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     max_steps: int = 4096,
+    adjoint: Any = None,
 ) -> LatentCodec:
     """The codec of ``sde``'s probability-flow ODE, with the SDE's default ``eps``.
 
@@ -177,6 +186,7 @@ def get_latent_codec(
       rtol: relative tolerance of the adaptive solver.
       atol: absolute tolerance.
       max_steps: step limit.
+      adjoint: None, ``sde_jax.adjoint.RecursiveCheckpoint()`` or ``Backsolve()``.
 
     Raises:
       ValueError: if ``eps`` is not in (0, T), a tolerance is not positive or ``max_steps``
@@ -190,4 +200,4 @@ def get_latent_codec(
             raise ValueError(f"{name} must be > 0, got {value!r}.")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
-    return LatentCodec(sde, eps, rtol, atol, max_steps)
+    return LatentCodec(sde, eps, rtol, atol, max_steps, adjoint)
