@@ -136,7 +136,7 @@ class RecursiveCheckpoint:
 
         block = guarded(body)
         for _ in range(levels):
-            block = guarded(repeat(jax.checkpoint(block)))
+            block = guarded(repeat(jax.checkpoint(block, prevent_cse=False)))
         return block(init)
 
 
