@@ -8,31 +8,43 @@ it (and to :func:`sde_jax.likelihood.log_likelihood`, :func:`sde_jax.sampling.sa
 ``jax.grad`` / ``jax.vjp`` with respect to the initial state and to any array the vector field
 uses (closed over, or a pytree of parameters the caller differentiates):
 
-- :class:`RecursiveCheckpoint` (discretize-then-optimize; Kidger's diffrax calls it
-  ``RecursiveCheckpointAdjoint``): the exact gradient of what the solver computed. The loop
-  becomes a bounded one, ``max_steps`` predicated attempts in nested scans under
-  ``jax.checkpoint``; a forward-only call skips finished blocks, so it costs about what the
-  ``while_loop`` costs. Memory: ``levels * checkpoints`` saved solver states plus one step's
-  residuals, :math:`O(\sqrt{n})` by default and :math:`O(\log n)` with ``checkpoints=2``, for
-  ``n = max_steps``; compute: the forward pass plus about ``levels`` recomputations of it.
+- :class:`RecursiveCheckpoint` (discretize-then-optimize; diffrax's
+  ``RecursiveCheckpointAdjoint`` is the same idea): the exact gradient of what the solver
+  computed. A ``jax.custom_vjp`` around the solver's loop: the forward pass is the plain
+  ``while_loop`` (same values, about the same speed) that also stores every ``L``-th state;
+  the backward pass replays each segment from its checkpoint and pulls the cotangent back
+  through every attempt with ``jax.vjp``. Memory: ``checkpoints + L`` solver states,
+  :math:`O(\sqrt{n})` for ``n = max_steps`` by default (measured temporary memory of a
+  gradient: 0.61, 1.40 and 2.45 MB at budgets of 64, 1024 and 4096 for a 64 x 16 state);
+  compute: the forward pass, one replay and one vjp per attempt actually made (a VP
+  likelihood of 256 x 32 float32 data, 62 evaluations: 2 ms forward, 15 ms gradient, on CPU).
+  The default: exact to rounding, the one to check against finite differences.
 - :class:`Backsolve` (optimize-then-discretize, the continuous adjoint of Chen et al., 2018,
   "Neural ordinary differential equations", eq. 4 and Algorithm 1): a ``jax.custom_vjp``
   whose backward pass solves the adjoint ODE from ``t1`` back to ``t0`` with the same
   adaptive solver. Memory :math:`O(1)` in the number of steps (no solver state is stored);
-  the gradient is approximate: it is the gradient of the exact flow, computed to the solver's
-  tolerance, not of the discrete solve, and it reconstructs ``y(t)`` backward, which an
-  unstable backward flow amplifies. Measured on the tests' problems (rtol = atol = 1e-8,
-  float64): relative error about 1e-7 against the closed-form derivative.
+  cheaper (6 ms for the likelihood above); approximate: the gradient of the exact flow,
+  computed to the solver's tolerance, not of the discrete solve, and it reconstructs
+  ``y(t)`` backward, which an unstable backward flow amplifies. Measured in float64 against
+  closed-form derivatives (linear ODE; Gaussian log-likelihood): relative error up to 3e-8
+  at rtol = atol = 1e-8 and up to 7e-5 at 1e-5 (RecursiveCheckpoint: 2e-8 and 2e-5, the
+  discrete solve's own error).
 
-``adjoint=None`` (the default everywhere) keeps today's ``while_loop``: the fastest solve, and
-no reverse mode (``jax.grad`` raises JAX's while_loop error; ``jax.jvp`` / ``jacfwd`` work).
+``adjoint=None`` (the default everywhere) keeps the plain ``while_loop``: the fastest solve,
+and no reverse mode (``jax.grad`` raises JAX's while_loop error; ``jax.jvp`` / ``jacfwd``
+work). The choice is explicit rather than a silent default because a ``custom_vjp`` cannot
+tell whether it will be differentiated, and the checkpoint buffers cost memory and time.
 
 Step sizes are constants of the gradient with either method: ``solve_adaptive`` applies
 ``lax.stop_gradient`` to its error norm and first step. The accept/reject decisions are
-piecewise constant in the inputs, so the only dependence on them is through the step sizes,
-whose effect on the result is of the order of the local error; dropping it is what diffrax
-does too, and it keeps the gradient of a solve equal to the gradient of the same fixed-grid
-Dormand-Prince solve over the accepted steps.
+piecewise constant in the inputs, and the error norm's order-free fixed-point sum has no
+useful derivative, so the only dependence to drop is that of the step sizes, whose effect on
+the result is of the order of the local error. The gradient of a solve is then the gradient
+of the same Dormand-Prince steps over the accepted times.
+
+Supported: ``jit``, ``vmap`` (over keys, for instance), and batches sharded over devices on
+a mesh of automatic axes (``jax.sharding.Mesh``). Meshes with explicit axes (the default of
+``jax.make_mesh``) fail in the transpose (a cotangent sharding mismatch): not supported yet.
 """
 
 import dataclasses

@@ -429,9 +429,9 @@ def solve_adaptive(
         Hairer-Nørsett-Wanner heuristic, at the cost of one evaluation.
       adjoint: how ``jax.grad`` differentiates the solve. None (default): not at all, the
         fastest solve (forward mode still works); ``sde_jax.adjoint.RecursiveCheckpoint()``:
-        the exact gradient of the discrete solve, memory O(sqrt(max_steps)) and about twice
-        the forward compute; ``sde_jax.adjoint.Backsolve()``: the continuous adjoint, memory
-        O(1) in the steps, accurate to the solver tolerance.
+        the exact gradient of the discrete solve, memory O(sqrt(max_steps)) states, a few
+        times the forward compute; ``sde_jax.adjoint.Backsolve()``: the continuous adjoint,
+        memory O(1) in the steps, cheaper, accurate to the solver tolerance.
 
     Returns:
       An :class:`ODESolution`. ``nfe = 6 * (num_steps + num_rejected) + 1 + (first_step is
