@@ -154,6 +154,11 @@ def _with_float_part(tree, floats):
     return jax.tree.unflatten(treedef, leaves)
 
 
+def _stack_of_zeros(x, size: int):
+    """``size`` zeros like ``x`` stacked on a new leading axis, sharded like ``x``."""
+    return jnp.broadcast_to(jnp.zeros_like(x), (size, *x.shape))
+
+
 def _checkpointed_loop(cond_c, body_c, checkpoints: int, segment: int):
     """The custom_vjp loop of :class:`RecursiveCheckpoint` for converted cond and body."""
 
@@ -166,7 +171,7 @@ def _checkpointed_loop(cond_c, body_c, checkpoints: int, segment: int):
 
     def forward(init, cond_consts, body_consts):
         # One spare slot takes the writes between checkpoints, so every step writes once.
-        buffer = jax.tree.map(lambda x: jnp.zeros((checkpoints + 1, *x.shape), x.dtype), init)
+        buffer = jax.tree.map(lambda x: _stack_of_zeros(x, checkpoints + 1), init)
 
         def step(carry):
             state, n, buffer = carry
@@ -192,7 +197,7 @@ def _checkpointed_loop(cond_c, body_c, checkpoints: int, segment: int):
         def one_segment(k_rev, carry):
             k = (n + segment - 1) // segment - 1 - k_rev
             length = jnp.minimum(segment, n - k * segment)
-            states = jax.tree.map(lambda b: jnp.zeros((segment, *b.shape[1:]), b.dtype), buffer)
+            states = jax.tree.map(lambda b: _stack_of_zeros(b[0], segment), buffer)
 
             def replay(j, c):
                 state, states = c
