@@ -11,10 +11,10 @@ from sde_jax.adjoint import Backsolve, RecursiveCheckpoint
 from sde_jax.controllable.latent import LatentCodec
 
 TOL = 1e-8  # solver rtol = atol in the float64 tests
-# The linear ODE with sqrt(max_steps) checkpoints and with 3 (long replayed segments);
-# Backsolve's closed-form checks are the PF-ODE ones below.
-METHODS = [RecursiveCheckpoint(), RecursiveCheckpoint(checkpoints=3)]
-METHOD_IDS = ["checkpoint-sqrt", "checkpoint-3"]
+# The linear ODE with sqrt(max_steps) checkpoints (one replayed segment) and with segments
+# of 4 attempts (many); Backsolve's closed-form checks are the PF-ODE ones below.
+METHODS = [RecursiveCheckpoint(), RecursiveCheckpoint(checkpoints=16)]
+METHOD_IDS = ["checkpoint-sqrt", "checkpoint-16"]
 # Backsolve differentiates the exact flow to the solver's accuracy, not the discrete solve:
 # measured relative errors against the closed forms and differences were about 1e-7.
 BACKSOLVE_RTOL = 1e-5
@@ -32,7 +32,7 @@ def gradient_rtol(method):
 def test_linear_ode_gradient_matches_closed_form(method):
     """dy/dt = a y: y(t1) = y0 exp(a (t1 - t0)), a closed over, y0 differentiated."""
     t0, t1 = 0.2, 1.7
-    max_steps = 64 if method.checkpoints else 4096  # 3 checkpoints, segments of 22 attempts
+    max_steps = 64 if method.checkpoints else 4096  # 16 checkpoints: segments of 4 attempts
 
     def total(a, y0):
         sol = ode.solve_adaptive(
@@ -53,7 +53,7 @@ def test_linear_ode_gradient_matches_closed_form(method):
 
 
 @pytest.mark.parametrize(
-    "method", [RecursiveCheckpoint(), Backsolve()], ids=["checkpoint", "backsolve"]
+    "method", [RecursiveCheckpoint(checkpoints=50), Backsolve()], ids=["checkpoint", "backsolve"]
 )
 def test_nonlinear_ode_gradients_match_central_differences(method):
     """A forced pendulum; the parameters a pytree argument, and the initial state."""
@@ -64,17 +64,25 @@ def test_nonlinear_ode_gradients_match_central_differences(method):
 
     def loss(params, y0):
         sol = ode.solve_adaptive(
-            lambda t, y: field(t, y, params), y0, 0.0, 2.0, rtol=TOL, atol=TOL, adjoint=method
+            lambda t, y: field(t, y, params),
+            y0,
+            0.0,
+            2.0,
+            rtol=TOL,
+            atol=TOL,
+            max_steps=200,  # 50 checkpoints: the backward pass replays segments of 4 attempts
+            adjoint=method,
         )
-        return jnp.sum(sol.y[:, 0] ** 2 + 0.3 * sol.y[:, 1])
+        return jnp.sum(sol.y[:, 0] ** 2 + 0.3 * sol.y[:, 1]), sol.num_steps + sol.num_rejected
 
     with jax.enable_x64(True):
         params = {"w": jnp.asarray(1.3), "f": jnp.asarray(0.4)}
         y0 = jnp.asarray([[0.5, 0.0], [1.0, -0.3]])
         # One compilation: the differences use the values of the same program.
-        value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        _, (grad_params, grad_y0) = value_and_grad(params, y0)
-        value = lambda p, y: value_and_grad(p, y)[0]  # noqa: E731
+        value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        (_, attempts), (grad_params, grad_y0) = value_and_grad(params, y0)
+        assert 8 < int(attempts) < 200, attempts  # several segments replayed
+        value = lambda p, y: value_and_grad(p, y)[0][0]  # noqa: E731
         h = 1e-5
         for name in ("w", "f"):
             up, down = dict(params), dict(params)
