@@ -48,6 +48,7 @@ a mesh of automatic axes (``jax.sharding.Mesh``). Meshes with explicit axes (the
 """
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -167,8 +168,6 @@ def _checkpointed_loop(cond_c, body_c, checkpoints: int, segment: int):
             lambda s: cond_c(s, *cond_consts), lambda s: body_c(s, *body_consts), init
         )
 
-    run = jax.custom_vjp(plain)
-
     def forward(init, cond_consts, body_consts):
         # One spare slot takes the writes between checkpoints, so every step writes once.
         buffer = jax.tree.map(lambda x: _stack_of_zeros(x, checkpoints + 1), init)
@@ -183,45 +182,50 @@ def _checkpointed_loop(cond_c, body_c, checkpoints: int, segment: int):
         final, n, buffer = jax.lax.while_loop(lambda c: cond_c(c[0], *cond_consts), step, carry)
         return final, (buffer, n, init, cond_consts, body_consts)
 
-    def backward(residuals, cotangent):
-        buffer, n, init, cond_consts, body_consts = residuals
-
-        def pull(state, ct_floats, ct_consts):
-            def step(floats, consts):
-                return _float_part(body_c(_with_float_part(state, floats), *consts))
-
-            _, vjp = jax.vjp(step, _float_part(state), body_consts)
-            ct_state, ct_body = vjp(ct_floats)
-            return ct_state, jax.tree.map(jnp.add, ct_consts, ct_body)
-
-        def one_segment(k_rev, carry):
-            k = (n + segment - 1) // segment - 1 - k_rev
-            length = jnp.minimum(segment, n - k * segment)
-            states = jax.tree.map(lambda b: _stack_of_zeros(b[0], segment), buffer)
-
-            def replay(j, c):
-                state, states = c
-                states = jax.tree.map(lambda b, x: b.at[j].set(x), states, state)
-                return body_c(state, *body_consts), states
-
-            start = jax.tree.map(lambda b: b[k], buffer)
-            _, states = jax.lax.fori_loop(0, length, replay, (start, states))
-
-            def reverse(j_rev, c):
-                state = jax.tree.map(lambda b: b[length - 1 - j_rev], states)
-                return pull(state, *c)
-
-            return jax.lax.fori_loop(0, length, reverse, carry)
-
-        ct_consts = jax.tree.map(jnp.zeros_like, body_consts)
-        carry = (_float_part(cotangent), ct_consts)
-        num_segments = (n + segment - 1) // segment
-        ct_floats, ct_consts = jax.lax.fori_loop(0, num_segments, one_segment, carry)
-        ct_init = _with_float_part(jax.tree.map(_zero_cotangent, init), ct_floats)
-        return ct_init, [_zero_cotangent(c) for c in cond_consts], ct_consts
-
-    run.defvjp(forward, backward)
+    run = jax.custom_vjp(plain)
+    run.defvjp(forward, functools.partial(_replay_backward, body_c, segment))
     return run
+
+
+def _pull_back(body_c, state, ct_floats, ct_consts, body_consts):
+    """Cotangents of one loop iteration from ``state``: of its floating leaves and consts."""
+
+    def step(floats, consts):
+        return _float_part(body_c(_with_float_part(state, floats), *consts))
+
+    _, vjp = jax.vjp(step, _float_part(state), body_consts)
+    ct_state, ct_body = vjp(ct_floats)
+    return ct_state, jax.tree.map(jnp.add, ct_consts, ct_body)
+
+
+def _replay_backward(body_c, segment: int, residuals, cotangent):
+    """The backward pass: segments last to first, each replayed from its checkpoint."""
+    buffer, n, init, cond_consts, body_consts = residuals
+    num_segments = (n + segment - 1) // segment
+
+    def one_segment(k_rev, carry):
+        k = num_segments - 1 - k_rev
+        length = jnp.minimum(segment, n - k * segment)
+
+        def replay(j, c):
+            state, states = c
+            states = jax.tree.map(lambda b, x: b.at[j].set(x), states, state)
+            return body_c(state, *body_consts), states
+
+        start = jax.tree.map(lambda b: b[k], buffer)
+        states = jax.tree.map(lambda b: _stack_of_zeros(b[0], segment), buffer)
+        _, states = jax.lax.fori_loop(0, length, replay, (start, states))
+
+        def reverse(j_rev, c):
+            state = jax.tree.map(lambda b: b[length - 1 - j_rev], states)
+            return _pull_back(body_c, state, *c, body_consts)
+
+        return jax.lax.fori_loop(0, length, reverse, carry)
+
+    carry = (_float_part(cotangent), jax.tree.map(jnp.zeros_like, body_consts))
+    ct_floats, ct_consts = jax.lax.fori_loop(0, num_segments, one_segment, carry)
+    ct_init = _with_float_part(jax.tree.map(_zero_cotangent, init), ct_floats)
+    return ct_init, [_zero_cotangent(c) for c in cond_consts], ct_consts
 
 
 # --------------------------------------------------------------------------------------------
