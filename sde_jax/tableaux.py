@@ -42,11 +42,13 @@ class Tableau:
       b_error: :math:`b - \hat b`, length S; the local error estimate is
         :math:`h \sum_i` ``b_error[i]`` :math:`k_i`.
       order: the order of the propagated solution.
+      embedded_order: the order of the embedded solution :math:`\hat b` (4 for a 5(4) pair, 5
+        for DOP853).
       error_order: the power of h in the error norm the controller acts on (the embedded
         order plus one: 5 for a 5(4) pair, 8 for DOP853); the step factor is
         :math:`\mathrm{err}^{-1/\mathrm{error\_order}}`.
-      b_error_low: optional second estimate :math:`b - \hat b_3` (DOP853's); when given, the
-        error norm is the combination in the module docstring.
+      b_error_low: optional second estimate :math:`b - \hat b_3`, :math:`\hat b_3` of order
+        3 (DOP853's); when given, the error norm is the combination in the module docstring.
 
     Raises:
       ValueError: if the lengths do not match, or the pair is not FSAL (:math:`c_S \ne 1` or
@@ -59,6 +61,7 @@ class Tableau:
     b: tuple[float, ...]
     b_error: tuple[float, ...]
     order: int
+    embedded_order: int
     error_order: int
     b_error_low: tuple[float, ...] | None = None
 
@@ -101,12 +104,17 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _fsal(name, c, rows, b, b_hat_or_error, order, error_order, *, is_error, low=None):
+def _fsal(name, c, rows, b, b_hat_or_error, orders, *, is_error, low=None):
+    """A Tableau from the rows of stages 2..S-1 and b, which becomes the FSAL row.
+
+    ``b_hat_or_error`` is the embedded weights, or ``b - b_hat`` when ``is_error``;
+    ``orders`` is ``(order, embedded_order, error_order)``.
+    """
     b = (*tuple(b), 0.0)
     err = tuple(b_hat_or_error)
     if not is_error:
         err = tuple(bi - hi for bi, hi in zip(b, err, strict=True))
-    return Tableau(name, tuple(c), (*tuple(rows), b[:-1]), b, err, order, error_order, low)
+    return Tableau(name, tuple(c), (*tuple(rows), b[:-1]), b, err, *orders, low)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +133,7 @@ DOPRI5 = _fsal(
     ),
     _DOPRI5_B,
     (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40),
-    order=5,
-    error_order=5,
+    (5, 4, 5),
     is_error=True,
 )
 """Dormand-Prince 5(4), 7 stages, FSAL: 6 evaluations per step."""
@@ -177,8 +184,7 @@ TSIT5 = _fsal(
         1.866628418170587035753719399566211,
         1 / 66,
     ),
-    order=5,
-    error_order=5,
+    (5, 4, 5),
     is_error=False,
 )
 """Tsitouras 5(4), 7 stages, FSAL: 6 evaluations per step."""
@@ -315,8 +321,7 @@ DOP853 = _fsal(
     _DOP853_ROWS,
     _DOP853_B,
     _DOP853_E5,
-    order=8,
-    error_order=8,
+    (8, 5, 8),
     is_error=True,
     low=_DOP853_E3,
 )
