@@ -204,9 +204,8 @@ def study(sde, label):
 
     print("### 3. The step floor: the loosest tolerances\n")
     print(
-        "However loose the tolerance, the steps cannot grow past the distance to the flow's "
-        "nearest singularity, about t itself near eps; so each pair needs a minimum number of "
-        "steps, and NFE = that floor x NFE/step.\n"
+        "The fewest steps each pair takes, at tolerances far looser than any useful one; "
+        "NFE there is about that floor x NFE/step.\n"
     )
     print("| pair | NFE/step | tol | steps | rejected | NFE | max err |")
     print("|---|---|---|---|---|---|---|")
