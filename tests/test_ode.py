@@ -388,30 +388,18 @@ def test_pair_converges_at_its_order_with_fixed_steps(name):
 
 @pytest.mark.parametrize("name", PAIRS)
 def test_adaptive_pair_matches_closed_form_within_the_tolerance(name):
+    """Within 10x the tolerance of the closed form, with every evaluation of fn counted."""
     with jax.enable_x64(True):
         y0 = jnp.array([1.0, -2.0, 0.5])
         exact = forced_exact(y0, 8.0)
-        nfes = []
-        for tol in (1e-6, 1e-9):
-            sol = ode.solve_adaptive(forced, y0, 0.0, 8.0, rtol=tol, atol=tol, method=name)
-            assert bool(sol.success)
-            err = np.max(np.abs(np.asarray(sol.y) - exact) / (tol + tol * np.abs(exact)))
-            assert err < 10.0, (name, tol, err)
-            nfes.append(int(sol.nfe))
-            assert (
-                int(sol.nfe)
-                == ode.PAIRS[name].nfe_per_step * (int(sol.num_steps) + int(sol.num_rejected)) + 2
-            )
-        assert nfes[0] < nfes[1], nfes
-
-
-def test_dop853_nfe_accounting():
-    fn, calls = count_calls(cos_growth)
-    sol = ode.solve_adaptive(fn, jnp.ones(3), 0.0, 10.0, rtol=1e-6, atol=1e-6, method=ode.DOP853)
-    jax.block_until_ready(sol)
-    assert int(sol.num_rejected) > 0
-    assert int(sol.nfe) == 12 * (int(sol.num_steps) + int(sol.num_rejected)) + 2
-    assert calls[0] == int(sol.nfe)
+        fn, calls = count_calls(forced)
+        tol = 1e-7
+        sol = ode.solve_adaptive(fn, y0, 0.0, 8.0, rtol=tol, atol=tol, method=name)
+        assert bool(sol.success)
+        err = np.max(np.abs(np.asarray(sol.y) - exact) / (tol + tol * np.abs(exact)))
+        assert err < 10.0, (name, err)
+        attempts = int(sol.num_steps) + int(sol.num_rejected)
+        assert int(sol.nfe) == ode.PAIRS[name].nfe_per_step * attempts + 2 == calls[0]
 
 
 @pytest.mark.parametrize("name", ["tsit5", "dop853"])
