@@ -279,13 +279,17 @@ class Backsolve:
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be None or > 0, got {name}={value!r}.")
 
-    def solve(self, fn, y0, t0, t1, *, rtol, atol, max_steps, first_step) -> ode.ODESolution:
+    def solve(
+        self, fn, y0, t0, t1, *, rtol, atol, max_steps, first_step, method
+    ) -> ode.ODESolution:
         """:func:`sde_jax.ode.solve_adaptive` with this backward pass; same arguments."""
         y0 = jax.tree.map(jnp.asarray, y0)
         time_dtype = jnp.result_type(t0, t1, float)
         t0, t1 = jnp.asarray(t0, time_dtype), jnp.asarray(t1, time_dtype)
         closed, consts = jax.closure_convert(fn, t0, y0)
-        options = dict(rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step)
+        options = dict(
+            rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step, method=method
+        )
         back = dict(options, rtol=self.rtol or rtol, atol=self.atol or atol, first_step=None)
         return _backsolve(closed, options, back, y0, t0, t1, consts)
 

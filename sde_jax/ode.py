@@ -9,10 +9,12 @@ vmaps and shards. Each leaf keeps its dtype; time may be float32 while the state
   ``t`` to ``t_next``; :data:`EULER`, :data:`HEUN` and :data:`RK4` pair each with its order
   and evaluations per step (:class:`FixedStep`), :data:`FIXED_STEPS` names them,
   and :func:`solve_fixed` runs one over a time grid (differentiable with ``jax.grad``).
-- :func:`solve_adaptive` is the Dormand-Prince 5(4) pair (Dormand & Prince, 1980; the RK45 the
-  paper's PF-ODE sampler and likelihood used) with first-same-as-last reuse and a PI step-size
-  controller. Its error norm is one RMS over every element of every leaf, so a whole batch (and
-  every device holding a shard of it) takes the same steps.
+- :func:`solve_adaptive` runs an embedded pair (:mod:`sde_jax.tableaux`), by default the
+  Dormand-Prince 5(4) pair (Dormand & Prince, 1980; the RK45 the paper's PF-ODE sampler and
+  likelihood used), also Tsitouras 5(4) (:data:`TSIT5`) and Dormand-Prince 8(5,3)
+  (:data:`DOP853`), with first-same-as-last reuse and a PI step-size controller. Its error
+  norm is one RMS over every element of every leaf, reduced in a fixed order, so a whole
+  batch (and every device holding a shard of it) takes the same steps.
 """
 
 import functools
@@ -24,13 +26,20 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from sde_jax.tableaux import DOP853, DOPRI5, PAIRS, TSIT5, Tableau
+
 __all__ = [
+    "DOP853",
+    "DOPRI5",
     "EULER",
     "FIXED_STEPS",
     "HEUN",
+    "PAIRS",
     "RK4",
+    "TSIT5",
     "FixedStep",
     "ODESolution",
+    "Tableau",
     "euler_step",
     "heun_step",
     "rk4_step",
@@ -89,7 +98,13 @@ def _order_free_sum(v: Array) -> Array:
 
 
 def _rms(tree: PyTree) -> Array:
-    """Root mean square over all elements of all leaves (one scalar for the whole pytree).
+    """Root mean square over all elements of all leaves (one scalar for the whole pytree)."""
+    total, count = _sum_of_squares(tree)
+    return jnp.sqrt(total / count)
+
+
+def _sum_of_squares(tree: PyTree) -> tuple[Array, int]:
+    """The sum of squares of all elements of all leaves, and their number.
 
     Each leaf is first reduced over all but its leading (batch) axis, so an example's sum
     stays on the device that holds it; the per-row sums are then added by
@@ -102,7 +117,7 @@ def _rms(tree: PyTree) -> Array:
         squares = jnp.square(leaf.astype(jnp.result_type(leaf, jnp.float32)))
         rows.append(jnp.reshape(jnp.sum(squares, axis=tuple(range(1, squares.ndim))), (-1,)))
     count = sum(leaf.size for leaf in leaves)
-    return jnp.sqrt(_order_free_sum(jnp.concatenate(rows)) / count)
+    return _order_free_sum(jnp.concatenate(rows)), count
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,38 +230,20 @@ def solve_fixed(step: str | FixedStep | StepFn, fn: VectorField, y0: PyTree, gri
 # --------------------------------------------------------------------------------------------
 # Adaptive Dormand-Prince 5(4).
 
-# The Butcher tableau of Dormand & Prince (1980). Row i gives stage i+2 from stages 1..i+1; the
-# last row is also the fifth-order solution, so stage 7 is f at the new point (FSAL).
-_C = (1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_A = (
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-# b5 - b4: the embedded error estimate as one combination of the seven stages.
-_E = (
-    71 / 57600,
-    0.0,
-    -71 / 16695,
-    71 / 1920,
-    -17253 / 339200,
-    22 / 525,
-    -1 / 40,
-)
-_STAGES = 7
-# The tableau as one (6, 7) array, row i the coefficients of stages 1..7 for stage i+2.
-_TABLEAU = tuple(tuple(row) + (0.0,) * (_STAGES - len(row)) for row in _A)
-_ERROR_ORDER = 5  # the local error of the embedded 4th-order solution is O(h^5)
+# The pairs' coefficients live in sde_jax.tableaux. These are Dormand-Prince's (the default),
+# row i of _TABLEAU giving stage i+2 from stages 1..7, zero-padded; its last row is b (FSAL).
+_C = DOPRI5.c[1:]
+_TABLEAU = DOPRI5.padded_rows()
+_E = DOPRI5.b_error
+_STAGES = DOPRI5.stages
+_ERROR_ORDER = DOPRI5.error_order  # the local error of the embedded 4th-order solution is O(h^5)
 
 # PI controller (Gustafsson; the constants Hairer & Wanner use for DOPRI5): on acceptance
-# h <- h * safety * err^-(1/5 - 0.75 beta) * err_prev^beta, with beta = 0.04; on rejection the
-# plain I-controller h <- h * safety * err^-(1/5). The factor is clipped to [0.2, 10].
+# h <- h * safety * err^-(1/q - 0.75 beta) * err_prev^beta, with beta = 0.04 and q the pair's
+# error order (5 for a 5(4) pair); on rejection the plain I-controller h <- h * safety *
+# err^-(1/q). The factor is clipped to [0.2, 10].
 _SAFETY = 0.9
 _BETA = 0.04
-_ALPHA = 1 / _ERROR_ORDER - 0.75 * _BETA
 _MIN_FACTOR = 0.2
 _MAX_FACTOR = 10.0
 _ERR_PREV_FLOOR = 1e-4
@@ -258,8 +255,9 @@ class ODESolution(NamedTuple):
     Attributes:
       y: the state at the end, with the structure and dtypes of ``y0``.
       t: the time reached, equal to ``t1`` on success.
-      nfe: int32, evaluations of ``fn``: ``6 * (num_steps + num_rejected) + 1``, plus 1 when the
-        initial step came from the heuristic (``first_step=None``).
+      nfe: int32, evaluations of ``fn``: ``nfe_per_step * (num_steps + num_rejected) + 1``
+        (``nfe_per_step`` = 6 for Dormand-Prince), plus 1 when the initial step came from the
+        heuristic (``first_step=None``).
       num_steps: int32, accepted steps.
       num_rejected: int32, rejected steps.
       success: bool, True iff ``t1`` was reached within ``max_steps`` with finite values.
@@ -302,7 +300,7 @@ def _probe_step(y0, f0, direction, span, rtol, atol):
     return h0, d1, _axpy(y0, direction * h0, (1.0,), (f0,))
 
 
-def _start(fn, t0, y0, direction, span, rtol, atol, heuristic: bool):
+def _start(fn, t0, y0, direction, span, rtol, atol, heuristic: bool, error_order=_ERROR_ORDER):
     """``(f0, h)``: ``fn(t0, y0)`` and the starting step (None unless ``heuristic``).
 
     The step is Hairer, Nørsett & Wanner's (1993, II.4) heuristic. It needs ``fn`` at a second
@@ -330,7 +328,7 @@ def _start(fn, t0, y0, direction, span, rtol, atol, heuristic: bool):
     h1 = jnp.where(
         d12 <= 1e-15,
         jnp.maximum(1e-6, 1e-3 * h0),
-        (0.01 / d12) ** (1.0 / _ERROR_ORDER),
+        (0.01 / d12) ** (1.0 / error_order),
     ).astype(t0.dtype)
     h = jnp.minimum(100.0 * h0, h1)
     return f0, jnp.where(jnp.isfinite(h) & (h > 0), h, h0)
@@ -350,41 +348,76 @@ def _combine(y: PyTree | None, h: Array, coeffs: Array, ks: tuple[PyTree, ...]) 
     return jax.tree.map(leaf, y, *ks)
 
 
-def _dopri_attempt(fn, t, y, k1, h, rtol, atol):
-    """One trial step of size ``h`` from ``(t, y)``, given ``k1 = fn(t, y)``.
+def _error_norm(tableau: Tableau, h, ks, y, y_new, rtol, atol) -> Array:
+    r"""The pair's error norm: the RMS of the scaled estimate, or DOP853's 5/3 combination.
 
-    The six stages run in a ``lax.fori_loop`` over the rows of the tableau, so the program
-    holds one copy of ``fn`` (a network, or its jvp) instead of six: compilation takes a
-    fraction of the time, and each evaluation costs the same. The stages stay separate
-    arrays (no stacked buffer), so a sharded batch keeps its sharding.
-
-    Returns the fifth-order state, ``fn`` there (the next step's ``k1``) and the error norm.
+    With a second (third-order) estimate :math:`e_3` it is
+    :math:`\|e_5\|^2 / \sqrt{N(\|e_5\|^2 + 0.01\|e_3\|^2)}` (Hairer et al., II.10), sums of
+    squares over all elements, each reduced in a fixed order.
     """
+
+    def scaled(coeffs):
+        return _scaled(_combine(None, h, jnp.asarray(coeffs), ks), y, y_new, rtol, atol)
+
+    if tableau.b_error_low is None:
+        return _rms(scaled(tableau.b_error))
+    high, count = _sum_of_squares(scaled(tableau.b_error))
+    low, _ = _sum_of_squares(scaled(tableau.b_error_low))
+    denom = high + 0.01 * low
+    positive = denom > 0
+    safe = jnp.where(positive, denom, 1.0)  # no 0/0 in the value or its gradient
+    return jnp.where(positive, high / jnp.sqrt(count * safe), 0.0)
+
+
+def _dopri_attempt(fn, t, y, k1, h, rtol, atol, tableau: Tableau = DOPRI5):
+    """One trial step of size ``h`` from ``(t, y)`` with the pair ``tableau``, given ``k1``.
+
+    ``k1 = fn(t, y)``. The stages 2..S run in a ``lax.fori_loop`` over the rows of the
+    tableau, so the program holds one copy of ``fn`` (a network, or its jvp) instead of S - 1:
+    compilation takes a fraction of the time, and each evaluation costs the same. The stages
+    stay separate arrays (no stacked buffer), so a sharded batch keeps its sharding.
+
+    Returns the high-order state, ``fn`` there (the next step's ``k1``) and the error norm.
+    """
+    stages = tableau.stages
     zero = jax.tree.map(jnp.zeros_like, k1)
-    tableau, nodes = jnp.asarray(_TABLEAU), jnp.asarray(_C)
+    rows, nodes = jnp.asarray(tableau.padded_rows()), jnp.asarray(tableau.c[1:])
 
     def stage(i, ks):
-        k = fn(t + nodes[i].astype(t.dtype) * h, _combine(y, h, tableau[i], ks))
+        k = fn(t + nodes[i].astype(t.dtype) * h, _combine(y, h, rows[i], ks))
         put = lambda j, old: jax.tree.map(lambda a, b: jnp.where(i + 1 == j, a, b), k, old)  # noqa: E731
         return tuple(put(j, old) if j > 0 else old for j, old in enumerate(ks))
 
-    ks = jax.lax.fori_loop(0, _STAGES - 1, stage, (k1,) + (zero,) * (_STAGES - 1))
-    # The last row of the tableau is the fifth-order solution; its stage is f at the new
-    # point, which the next step reuses as its first stage.
-    y_new = _combine(y, h, tableau[-1], ks)
-    err = _rms(_scaled(_combine(None, h, jnp.asarray(_E), ks), y, y_new, rtol, atol))
+    ks = jax.lax.fori_loop(0, stages - 1, stage, (k1,) + (zero,) * (stages - 1))
+    # The last row of the tableau is the high-order solution (FSAL); its stage is f at the
+    # new point, which the next step reuses as its first stage.
+    y_new = _combine(y, h, rows[-1], ks)
+    err = _error_norm(tableau, h, ks, y, y_new, rtol, atol)
     return y_new, ks[-1], jnp.where(jnp.isfinite(err), err, jnp.inf)
 
 
-def _step_factor(err, err_prev, accept):
+def _step_factor(err, err_prev, accept, error_order: int = _ERROR_ORDER):
     """The PI controller's step-size factor (I-controller after a rejection)."""
     err = jnp.maximum(err, 1e-10)
-    factor_accept = _SAFETY * err ** (-_ALPHA) * err_prev**_BETA
-    factor_reject = _SAFETY * err ** (-1.0 / _ERROR_ORDER)
+    factor_accept = _SAFETY * err ** (-(1 / error_order - 0.75 * _BETA)) * err_prev**_BETA
+    factor_reject = _SAFETY * err ** (-1.0 / error_order)
     factor = jnp.where(accept, factor_accept, factor_reject)
     # Never grow after a rejection; a non-finite error shrinks by the largest allowed factor.
     factor = jnp.clip(factor, _MIN_FACTOR, jnp.where(accept, _MAX_FACTOR, 1.0))
     return jnp.where(jnp.isfinite(factor), factor, _MIN_FACTOR)
+
+
+def _resolve_pair(method: str | Tableau) -> Tableau:
+    if isinstance(method, str):
+        if method not in PAIRS:
+            raise ValueError(f"method must be one of {sorted(PAIRS)}, got method={method!r}.")
+        return PAIRS[method]
+    if isinstance(method, Tableau):
+        return method
+    raise TypeError(
+        f"method must be a Tableau such as ode.DOPRI5, ode.TSIT5 or ode.DOP853, or one of "
+        f"{sorted(PAIRS)}, got method={method!r}."
+    )
 
 
 def solve_adaptive(
@@ -397,18 +430,22 @@ def solve_adaptive(
     atol: float = 1e-5,
     max_steps: int = 4096,
     first_step: float | None = None,
+    method: str | Tableau = DOPRI5,
     adjoint: Any = None,
 ) -> ODESolution:
-    r"""Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1`` with adaptive Dormand-Prince 5(4).
+    r"""Integrates ``dy/dt = fn(t, y)`` from ``t0`` to ``t1`` with an adaptive embedded pair.
 
-    Each attempted step evaluates ``fn`` six times (stages 2-7); stage 7 is ``fn`` at the new
-    point and becomes stage 1 of the next step (FSAL). The step is accepted when
+    The pair is Dormand-Prince 5(4) by default (``method``; see :mod:`sde_jax.tableaux`).
+    Each attempted step evaluates ``fn`` ``method.nfe_per_step`` times (stages 2..S: six for
+    Dormand-Prince); stage S is ``fn`` at the new point and becomes stage 1 of the next step
+    (FSAL). The step is accepted when
 
     .. math:: \mathrm{err} = \sqrt{\tfrac1N \textstyle\sum_i
               \big(e_i / (\mathrm{atol} + \mathrm{rtol}\max(|y_i|, |\hat y_i|))\big)^2} \le 1,
 
     where the sum runs over all N elements of all leaves, :math:`e = h\sum_j (b_j - b^*_j) k_j`
-    and :math:`\hat y` the new fifth-order state. The whole batch therefore shares one step
+    and :math:`\hat y` the new high-order state (DOP853 combines two estimates instead, see
+    :mod:`sde_jax.tableaux`). The whole batch therefore shares one step
     sequence, the right thing under data parallelism. The step size follows a PI controller.
 
     The loop is a ``lax.while_loop``: no host round trips, jittable, vmappable (each vmapped
@@ -427,6 +464,10 @@ def solve_adaptive(
         ``success=False``.
       first_step: the size of the first step tried; by default chosen from ``fn`` with the
         Hairer-Nørsett-Wanner heuristic, at the cost of one evaluation.
+      method: the embedded pair, a :class:`~sde_jax.tableaux.Tableau` (:data:`DOPRI5`,
+        :data:`TSIT5`, :data:`DOP853`) or its name in :data:`PAIRS`. At the likelihood's
+        tolerance 1e-5 the pairs' evaluations and errors are compared in
+        benchmarks/ode_pairs.md.
       adjoint: how ``jax.grad`` differentiates the solve. None (default): not at all, the
         fastest solve (forward mode still works); ``sde_jax.adjoint.RecursiveCheckpoint()``:
         the exact gradient of the discrete solve, memory O(sqrt(max_steps)) states, a few
@@ -434,14 +475,18 @@ def solve_adaptive(
         memory O(1) in the steps, cheaper, accurate to the solver tolerance.
 
     Returns:
-      An :class:`ODESolution`. ``nfe = 6 * (num_steps + num_rejected) + 1 + (first_step is
-      None)``. On failure (``max_steps`` reached, the step size underflowed, or ``fn`` was not
-      finite at the start) ``success`` is False and ``y``, ``t`` hold the last accepted state.
+      An :class:`ODESolution`. ``nfe = method.nfe_per_step * (num_steps + num_rejected) + 1 +
+      (first_step is None)``. On failure (``max_steps`` reached, the step size underflowed, or
+      ``fn`` was not finite at the start) ``success`` is False and ``y``, ``t`` hold the last
+      accepted state.
 
     Raises:
-      ValueError: if a tolerance is not positive, ``max_steps < 1`` or ``first_step <= 0``.
-      TypeError: if ``adjoint`` is not None, a ``RecursiveCheckpoint`` or a ``Backsolve``.
+      ValueError: if a tolerance is not positive, ``max_steps < 1``, ``first_step <= 0`` or
+        ``method`` is an unknown name.
+      TypeError: if ``method`` is neither a Tableau nor a name, or ``adjoint`` is not None,
+        a ``RecursiveCheckpoint`` or a ``Backsolve``.
     """
+    pair = _resolve_pair(method)
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {name}={value!r}.")
@@ -451,9 +496,8 @@ def solve_adaptive(
         raise ValueError(f"first_step must be > 0 or None, got first_step={first_step!r}.")
     while_loop = jax.lax.while_loop
     if callable(getattr(adjoint, "solve", None)):  # a custom_vjp around this solve
-        return adjoint.solve(
-            fn, y0, t0, t1, rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step
-        )
+        options = dict(rtol=rtol, atol=atol, max_steps=max_steps, first_step=first_step)
+        return adjoint.solve(fn, y0, t0, t1, method=method, **options)
     if callable(getattr(adjoint, "while_loop", None)):  # a bounded, checkpointed loop
         while_loop = functools.partial(adjoint.while_loop, max_steps=max_steps)
     elif adjoint is not None:
@@ -469,7 +513,9 @@ def solve_adaptive(
     direction = jnp.where(t1 >= t0, 1.0, -1.0).astype(time_dtype)
     span = jnp.abs(t1 - t0)
 
-    f0, h_abs = _start(fn, t0, y0, direction, span, rtol, atol, heuristic=first_step is None)
+    f0, h_abs = _start(
+        fn, t0, y0, direction, span, rtol, atol, first_step is None, pair.error_order
+    )
     if first_step is not None:
         h_abs = jnp.asarray(first_step, time_dtype)
     h_abs = jax.lax.stop_gradient(jnp.minimum(h_abs, span))
@@ -480,7 +526,9 @@ def solve_adaptive(
         return (~state.done) & (~state.stalled) & (n < max_steps) & start_ok
 
     def body(state: _State) -> _State:
-        y_new, k7, err = _dopri_attempt(fn, state.t, state.y, state.k1, state.h, rtol, atol)
+        y_new, k_last, err = _dopri_attempt(
+            fn, state.t, state.y, state.k1, state.h, rtol, atol, pair
+        )
         err = jax.lax.stop_gradient(err)  # step sizes are constants of the gradient
         accept = err <= 1.0
         t_try = state.t + state.h
@@ -488,7 +536,7 @@ def solve_adaptive(
         last = (jnp.abs(state.h) >= jnp.abs(t1 - state.t)) | (direction * (t1 - t_try) <= 0)
         t_new = jnp.where(last, t1, t_try)
 
-        factor = _step_factor(err, state.err_prev, accept).astype(time_dtype)
+        factor = _step_factor(err, state.err_prev, accept, pair.error_order).astype(time_dtype)
 
         t_next = jnp.where(accept, t_new, state.t)
         h_abs_next = jnp.minimum(jnp.abs(state.h) * factor, jnp.abs(t1 - t_next))
@@ -498,7 +546,7 @@ def solve_adaptive(
         return _State(
             t=t_next,
             y=pick(y_new, state.y),
-            k1=pick(k7, state.k1),
+            k1=pick(k_last, state.k1),
             h=h_next,
             err_prev=jnp.where(accept, jnp.maximum(err, _ERR_PREV_FLOOR), state.err_prev),
             num_steps=state.num_steps + accept.astype(jnp.int32),
@@ -521,7 +569,7 @@ def solve_adaptive(
     )
     final = while_loop(cond, body, init)
     attempts = final.num_steps + final.num_rejected
-    nfe = 6 * attempts + 1 + (1 if first_step is None else 0)
+    nfe = pair.nfe_per_step * attempts + 1 + (1 if first_step is None else 0)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final.y)]))
     return ODESolution(
         y=final.y,

@@ -109,6 +109,32 @@ def test_config_flag_passes_the_variant_after_the_colon():
     assert flat(flag_values.config) == flat(get("ve/cifar10_ncsnpp_continuous"))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_command_line_can_pick_any_fast_solver_and_set_its_keys(name):
+    """Every sampling key of the builder is in each config, with the type the command line's
+    ``--config.sampling.KEY=VALUE`` gives it: a locked ConfigDict (what ml_collections' flags
+    override) accepts exactly those assignments and refuses new keys."""
+    from sde_jax import builders, grids, steppers
+
+    config = get(name)
+    assert set(builders.DEFAULTS) <= set(config.sampling), set(builders.DEFAULTS) - set(
+        config.sampling
+    )
+    config.lock()
+    section = config.sampling
+    section.method, section.order, section.variant = "unipc", 2, "bh1"
+    section.grid, section.num_steps = "karras", 10
+    sde = build_sde(config.sde)
+    sampler = get_sampler(sde, section, (2, 8, 8, config.data.num_channels))
+    assert sampler.stepper == steppers.UniPC(sde, 2, "bh1")
+    eps = section.eps or sde.default_eps
+    np.testing.assert_allclose(sampler.grid, grids.karras_grid(sde, 10, eps), rtol=1e-6)
+    section.method, section.s_churn, section.s_tmax = "edm", 40.0, 50.0
+    assert get_sampler(sde, section, (2, 8, 8, 1)).stepper.s_churn == 40.0
+    with pytest.raises(AttributeError):
+        section.churn = 1.0
+
+
 def test_unknown_variant_raises():
     with pytest.raises(ValueError, match="variant"):
         get("ve/cifar10_ncsnpp_continuous", "tiny")

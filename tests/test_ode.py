@@ -1,5 +1,8 @@
 """The ODE solvers against exact solutions, matrix exponentials, scipy and convergence theory."""
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -252,3 +255,175 @@ def test_error_norm_sum_does_not_depend_on_the_order():
     assert sums[0] == pytest.approx(float(np.sum(v.astype(np.float64))), rel=1e-6)
     assert not np.isfinite(float(ode._order_free_sum(jnp.asarray([1.0, np.nan]))))
     assert float(ode._order_free_sum(jnp.zeros(3))) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded pairs: order conditions, fixed-step convergence, adaptive accuracy, sharding.
+
+PAIRS = sorted(ode.PAIRS)
+
+
+@functools.cache
+def rooted_trees(order):
+    """The rooted trees with ``order`` nodes, each a sorted tuple of its children's subtrees."""
+    if order == 1:
+        return ((),)
+
+    def forests(nodes, smallest):
+        # Multisets of trees with `nodes` nodes in all, the trees in non-decreasing order.
+        if nodes == 0:
+            yield ()
+            return
+        for size in range(1, nodes + 1):
+            for tree in rooted_trees(size):
+                if (size, tree) >= smallest:
+                    for rest in forests(nodes - size, (size, tree)):
+                        yield (tree, *rest)
+
+    return tuple(forests(order - 1, (0, ())))
+
+
+def tree_size(tree):
+    return 1 + sum(tree_size(child) for child in tree)
+
+
+def tree_density(tree):
+    """gamma(tree) = |tree| * prod gamma(child): the order condition is b . Phi = 1 / gamma."""
+    return tree_size(tree) * math.prod(tree_density(child) for child in tree)
+
+
+def elementary_weights(a, tree):
+    """Phi(tree) per stage: prod over children of (A Phi(child)), all ones for the leaf."""
+    phi = np.ones(a.shape[0])
+    for child in tree:
+        phi = phi * (a @ elementary_weights(a, child))
+    return phi
+
+
+def order_residuals(tableau, weights, order):
+    """Per size <= order, the worst |w . Phi(tree) - 1/gamma(tree)| over trees of that size,
+    relative to |w| . Phi_|A|(tree), the scale of the float rounding of the coefficients."""
+    a = np.zeros((tableau.stages, tableau.stages))
+    for i, row in enumerate(tableau.a):
+        a[i + 1, : len(row)] = row
+    worst = []
+    for size in range(1, order + 1):
+        worst.append(
+            max(
+                abs(weights @ elementary_weights(a, tree) - 1 / tree_density(tree))
+                / (np.abs(weights) @ elementary_weights(np.abs(a), tree))
+                for tree in rooted_trees(size)
+            )
+        )
+    return np.array(worst)
+
+
+def test_rooted_tree_counts():
+    # OEIS A000081: 1, 1, 2, 4, 9, 20, 48, 115 trees with 1..8 nodes.
+    assert [len(rooted_trees(n)) for n in range(1, 9)] == [1, 1, 2, 4, 9, 20, 48, 115]
+    assert sorted(tree_density(t) for t in rooted_trees(3)) == [3, 6]  # b.c^2 = 1/3, b.Ac = 1/6
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_pair_satisfies_its_order_conditions(name):
+    """Every rooted-tree condition up to the pair's order (200 trees for DOP853) holds to
+    1e-14 relative to the size of its terms, and one above fails: the order is exact."""
+    tableau = ode.PAIRS[name]
+    b = np.asarray(tableau.b)
+    a_rows = [np.asarray(row) for row in tableau.a]
+    np.testing.assert_allclose([row.sum() for row in a_rows], tableau.c[1:], atol=1e-15)
+    assert tableau.c[0] == 0.0 and b[-1] == 0.0
+    estimates = [(b, tableau.order), (b - np.asarray(tableau.b_error), tableau.embedded_order)]
+    if tableau.b_error_low is not None:
+        estimates.append((b - np.asarray(tableau.b_error_low), 3))
+    for weights, order in estimates:
+        residuals = order_residuals(tableau, weights, order + 1)
+        assert np.all(residuals[:order] < 1e-14), (name, order, residuals)
+        assert residuals[order] > 1e-6, (name, order, residuals)
+    # The error weights sum to zero: both solutions are consistent.
+    assert abs(sum(tableau.b_error)) < 1e-15
+
+
+def forced(t, y):
+    """y' = -y + sin(t), whose solution is (y0 + 1/2) e^-t + (sin t - cos t) / 2."""
+    return -y + jnp.sin(t)
+
+
+def forced_exact(y0, t):
+    return (np.asarray(y0) + 0.5) * np.exp(-t) + 0.5 * (np.sin(t) - np.cos(t))
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_pair_converges_at_its_order_with_fixed_steps(name):
+    """The propagated solution's global error falls as h^order, and the error estimate that
+    drives the controller as h^error_order (one step, rtol = atol = 1)."""
+    tableau = ode.PAIRS[name]
+    with jax.enable_x64(True):
+        y0 = jnp.array([1.0, -2.0])
+
+        @jax.jit
+        def fixed(n):
+            h = 4.0 / n
+
+            def body(i, carry):
+                y, k1 = carry
+                y, k, _ = ode._dopri_attempt(forced, i * h, y, k1, h, 1.0, 1.0, tableau)
+                return y, k
+
+            return jax.lax.fori_loop(0, n, body, (y0, forced(0.0, y0)))[0]
+
+        counts = np.array([4, 8, 16]) if tableau.order == 8 else np.array([16, 32, 64])
+        errs = [np.max(np.abs(np.asarray(fixed(n)) - forced_exact(y0, 4.0))) for n in counts]
+        slope = np.polyfit(np.log(4.0 / counts), np.log(errs), 1)[0]
+        assert tableau.order - 0.2 < slope < tableau.order + 0.6, (name, errs, slope)
+
+        t = jnp.asarray(0.3)
+        estimate = jax.jit(
+            lambda h: ode._dopri_attempt(forced, t, y0, forced(t, y0), h, 1.0, 1.0, tableau)[2]
+        )
+        steps = np.array([0.4, 0.2, 0.1])
+        slope = np.polyfit(np.log(steps), np.log([float(estimate(h)) for h in steps]), 1)[0]
+        assert tableau.error_order - 0.2 < slope < tableau.error_order + 0.3, (name, slope)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_adaptive_pair_matches_closed_form_within_the_tolerance(name):
+    """Within 10x the tolerance of the closed form, with every evaluation of fn counted."""
+    with jax.enable_x64(True):
+        y0 = jnp.array([1.0, -2.0, 0.5])
+        exact = forced_exact(y0, 8.0)
+        fn, calls = count_calls(forced)
+        tol = 1e-7
+        sol = ode.solve_adaptive(fn, y0, 0.0, 8.0, rtol=tol, atol=tol, method=name)
+        assert bool(sol.success)
+        err = np.max(np.abs(np.asarray(sol.y) - exact) / (tol + tol * np.abs(exact)))
+        assert err < 10.0, (name, err)
+        attempts = int(sol.num_steps) + int(sol.num_rejected)
+        assert int(sol.nfe) == ode.PAIRS[name].nfe_per_step * attempts + 2 == calls[0]
+
+
+@pytest.mark.parametrize("name", ["tsit5", "dop853"])
+def test_pair_takes_the_same_steps_on_8_devices(name):
+    mesh = jax.make_mesh((8,), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    rates = jnp.linspace(0.5, 4.0, 16)[:, None] * jnp.ones((16, 3))
+    decay = lambda t, y: -rates * y * jnp.cos(t)  # noqa: E731
+    solve = jax.jit(lambda y: ode.solve_adaptive(decay, y, 0.0, 2.0, method=ode.PAIRS[name]))
+    y0 = jnp.ones((16, 3))
+    single = jax.block_until_ready(solve(y0))
+    sharded = jax.block_until_ready(solve(jax.device_put(y0, sharding)))
+    assert int(sharded.nfe) == int(single.nfe)
+    # float32 rounding, which the pairs' large coefficients (|a_ij| up to 13 for Tsit5, 44 for
+    # DOP853) amplify more than Dormand-Prince's: about 4e-6 after 30 steps.
+    np.testing.assert_allclose(sharded.y, single.y, rtol=1e-5)
+
+
+def test_invalid_pairs():
+    with pytest.raises(TypeError, match="method must be a Tableau"):
+        ode.solve_adaptive(cos_growth, jnp.ones(2), 0.0, 1.0, method=ode.RK4)
+    with pytest.raises(ValueError, match="method must be one of"):
+        ode.solve_adaptive(cos_growth, jnp.ones(2), 0.0, 1.0, method="rk45")
+    with pytest.raises(ValueError, match="first-same-as-last"):
+        ode.Tableau("euler2", (0.0, 1.0), ((1.0,),), (0.5, 0.5), (0.5, -0.5), 2, 1, 2)
+    with pytest.raises(ValueError, match="b must have length 3"):
+        ode.Tableau("short", (0.0, 1.0, 1.0), ((1.0,), (0.5, 0.5)), (0.5, 0.5), (0.0,) * 3, 2, 1, 2)

@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gaussians import Gaussian, flow_map_error, order_slopes
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from scipy import integrate
 
 from sde_jax import VESDE, VPSDE, CosineVPSDE, grids, sampling
@@ -110,40 +109,6 @@ def test_ipndm_reproduces_k_diffusions_rule_and_deis_order_one_is_ddim():
         np.testing.assert_allclose(run(IPNDM(sde)), x2, atol=1e-10)
         e1_ddim = -sig[1] * score(x1, jnp.full(8, grid[1]))
         np.testing.assert_allclose(run(DEIS(sde, 1)), x1 + (sig[2] - sig[1]) * e1_ddim, atol=1e-10)
-
-
-@pytest.mark.parametrize("make", [lambda sde: DEIS(sde, 3), IPNDM], ids=["deis", "ipndm"])
-def test_deis_and_ipndm_run_under_jit_vmap_grad_and_on_eight_devices(make):
-    sde = VPSDE()
-    stepper = make(sde)
-    grid = grids.log_snr_grid(sde, 6, 1e-3)
-    sampler = sampling.FixedGridSampler(sde, stepper, grid, (16, 3))
-    keys = jax.random.split(jax.random.key(7), 3)
-    batch = jax.jit(jax.vmap(lambda k: sampler(k, lambda x, t: -x).x))(keys)
-    assert batch.shape == (3, 16, 3) and not np.allclose(batch[0], batch[1])
-
-    def sample_norm(a):
-        def score_fn(x, t):
-            return -x / (sde.mean_coeff(t) ** 2 * a**2 + sde.marginal_std(t) ** 2)[:, None]
-
-        return jnp.sum(sampler64(jax.random.key(8), score_fn).x ** 2)
-
-    with jax.enable_x64(True):
-        sampler64 = sampling.FixedGridSampler(sde, stepper, grid, (16, 3), dtype=jnp.float64)
-        a = jnp.asarray(1.5, jnp.float64)
-        grad = jax.jit(jax.grad(sample_norm))(a)
-        norm = jax.jit(sample_norm)
-        fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
-    np.testing.assert_allclose(grad, fd, rtol=1e-5)
-
-    score_fn = Gaussian.random(3, seed=1).score_fn(sde)
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    sharded = NamedSharding(mesh, PartitionSpec("data"))
-    single = jax.block_until_ready(jax.jit(lambda k: sampler(k, score_fn).x)(keys[0]))
-    multi = jax.jit(lambda k: sampler(k, score_fn).x, out_shardings=sharded)(keys[0])
-    multi = jax.block_until_ready(multi)
-    assert len(multi.sharding.device_set) == 8
-    np.testing.assert_allclose(multi, single, rtol=1e-5, atol=1e-5)
 
 
 def test_deis_and_ipndm_reject_bad_arguments_naming_them():

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gaussians import DATA, DIM, Gaussian, check_gaussian_samples, order_slopes
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sde_jax import grids, sampling
 from sde_jax.sdes import VESDE, VPSDE, CosineVPSDE
@@ -342,50 +341,6 @@ def test_stochastic_solvers_sample_the_data_distribution(sde, stepper, grid, bia
     score_fn = DATA.score_fn(sde)
     run = _jit(lambda k: sampling.sample(k, score_fn, stepper, grid, (512, DIM), sde=sde).x)
     check_gaussian_samples(run(jax.random.key(3)), bias=bias)
-
-
-def _samplers(dtype):
-    sde = VPSDE()
-    grid = grids.log_snr_grid(sde, 6, 1e-3)
-    return [sampling.FixedGridSampler(sde, make(sde), grid, (8, 4), dtype=dtype) for make in ALL]
-
-
-def test_all_solvers_vmap_over_keys_differentiate_and_shard():
-    sde, samplers = VPSDE(), _samplers(jnp.float32)
-    keys = jax.random.split(jax.random.key(7), 3)
-
-    def run_all(key):
-        return [sampler(key, DATA4.score_fn(sde)).x for sampler in samplers]
-
-    batches = _jit(jax.vmap(run_all))(keys)
-    for batch in batches:
-        assert batch.shape == (3, 8, 4) and np.all(np.isfinite(batch))
-        assert not np.allclose(batch[0], batch[1])
-
-    # 8 devices, the batch sharded: equal to one device.
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    sharded = _jit(run_all, out_shardings=NamedSharding(mesh, PartitionSpec("data")))(keys[0])
-    for x, batch in zip(jax.block_until_ready(sharded), batches, strict=True):
-        assert len(x.sharding.device_set) == 8
-        np.testing.assert_allclose(x, batch[0], rtol=1e-4, atol=1e-4)
-
-    # Data N(0, a^2 I): each sample's dependence on a, by reverse mode and central differences.
-    def norms(a):
-        def gaussian_score(x, t):
-            m, s = sde.mean_coeff(t), sde.marginal_std(t)
-            return -x / (m**2 * a**2 + s**2)[:, None]
-
-        return jnp.stack([jnp.sum(s(jax.random.key(8), gaussian_score).x ** 2) for s in samplers64])
-
-    def grads_and_differences(a):
-        shifted = jax.vmap(norms)(jnp.stack([a + 1e-5, a - 1e-5]))
-        return jax.jacrev(norms)(a), (shifted[0] - shifted[1]) / 2e-5
-
-    with jax.enable_x64(True):
-        samplers64 = _samplers(jnp.float64)
-        grads, fd = map(np.asarray, _jit(grads_and_differences)(jnp.asarray(1.5, jnp.float64)))
-    np.testing.assert_allclose(grads, fd, rtol=1e-5)
-    assert np.all(grads > 0)  # wider data, wider samples
 
 
 @pytest.mark.parametrize(

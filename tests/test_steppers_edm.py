@@ -18,7 +18,6 @@ from gaussians import (
     check_gaussian_samples,
     order_slopes,
 )
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sde_jax import (
     EDMSDE,
@@ -263,44 +262,3 @@ def test_t_of_sigma_is_defined_beyond_the_horizon(sde):
 def test_stochastic_sampler_validates_its_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         EDMStochastic(**{"sde": VESDE(), "num_steps": 10, **kwargs})
-
-
-def test_samplers_under_jit_vmap_grad_and_eight_devices():
-    """The churned stepper (whose step runs EDMHeun's heun_in_sigma after the churn): vmap
-    over keys; 8 devices equal to one (the vmapped run of the same key); jax.grad of a
-    sample's norm with respect to the data's scale equals central differences (float64)."""
-    sde, num_steps, shape = VPSDE(), 8, (16, 3)
-    stepper = EDMStochastic(sde, num_steps, s_churn=5.0)
-    keys = jax.random.split(jax.random.key(7), 3)
-    sampler = sample_fn(sde, stepper, num_steps, shape)
-    batch = jax.jit(jax.vmap(lambda k: sampler(k, _iso(sde, 1.0)).x))(keys)
-    assert batch.shape == (3, *shape) and not np.allclose(batch[0], batch[1])
-
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    sharded = jax.block_until_ready(
-        jax.jit(
-            lambda k: sampler(k, _iso(sde, 1.0)).x,
-            out_shardings=NamedSharding(mesh, PartitionSpec("data")),
-        )(keys[0])
-    )
-    assert len(sharded.sharding.device_set) == 8
-    np.testing.assert_allclose(sharded, batch[0], rtol=1e-5, atol=1e-5)
-
-    with jax.enable_x64(True):
-        sampler64 = sample_fn(sde, stepper, num_steps, shape, jnp.float64)
-        norm = jax.jit(lambda a: jnp.sum(sampler64(keys[1], _iso(sde, a)).x ** 2))
-        a = jnp.asarray(1.5, jnp.float64)
-        grad = jax.jit(jax.grad(norm))(a)
-        fd = (norm(a + 1e-5) - norm(a - 1e-5)) / 2e-5
-    np.testing.assert_allclose(grad, fd, rtol=1e-5)
-    assert float(grad) > 0  # wider data, wider samples
-
-
-def _iso(sde, a):
-    """The score of data N(0, a^2 I) under ``sde``."""
-
-    def score_fn(x, t):
-        m, s = sde.mean_coeff(t), sde.marginal_std(t)
-        return -x / (m**2 * a**2 + s**2)[:, None]
-
-    return score_fn
