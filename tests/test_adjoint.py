@@ -221,7 +221,7 @@ def test_maximum_likelihood_fine_tuning_lowers_held_out_nll():
         draw = lambda key: sharded(mean + scale * jax.random.normal(key, (8, 2), jnp.float64))  # noqa: E731
         train, held_out = draw(jax.random.key(4)), draw(jax.random.key(5))
         params = sharded({"mean": jnp.zeros(2), "log_scale": jnp.zeros(())}, jax.P())
-        optimizer = optax.adam(0.1)
+        optimizer = optax.adam(0.05)
         opt_state = optimizer.init(params)
         method = RecursiveCheckpoint()
         nll = lambda p: -float(mean_logp_and_grad(p, held_out, method)[0])  # noqa: E731
@@ -231,7 +231,8 @@ def test_maximum_likelihood_fine_tuning_lowers_held_out_nll():
             updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), opt_state)
             params = optax.apply_updates(params, updates)
             history.append(nll(params))
-        assert history[-1] < history[0] - 0.5, history
+        # Measured: 2.66 nats before, 1.61 after 12 steps, every step lower.
+        assert np.all(np.diff(history) < 0) and history[-1] < history[0] - 0.5, history
         # Tracks the closed form: the solve's held-out NLL is the flow's.
         np.testing.assert_allclose(
             history[-1], -float(jnp.mean(exact_logp(params, held_out))), rtol=1e-6
