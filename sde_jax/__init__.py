@@ -15,7 +15,9 @@ The public surface, in one place:
 - ``predictions``: score, noise (eps), data (x0, the denoiser) and velocity (v) predictions
   converted into one another given the SDE, and the EDM preconditioning (Karras et al. 2022)
   that turns a raw network into a denoiser or a ``score_fn`` for any SDE.
-- ``ode``: adaptive Dormand-Prince and fixed-step solvers over pytrees, on device.
+- ``ode``: adaptive embedded Runge-Kutta (Dormand-Prince 5(4) by default; Tsitouras 5(4),
+  Dormand-Prince 8(5,3)) and fixed-step solvers over pytrees, on device; ``adjoint``: the
+  reverse-mode methods through its adaptive solve (``RecursiveCheckpoint``, ``Backsolve``).
 - ``controllable``: inpainting, colorization, class-conditional sampling (classifier and
   classifier-free guidance) and probability-flow latents, built from a sampler.
 - ``likelihood``: exact log-likelihood through the probability-flow ODE; bits/dim.
@@ -39,6 +41,7 @@ from sde_jax import platform as _platform
 _platform.apply_xla_cpu_workarounds()
 
 from sde_jax import (  # noqa: E402
+    adjoint,
     controllable,
     grids,
     likelihood,
@@ -75,6 +78,7 @@ __all__ = [
     "ScoreFn",
     "SubVPSDE",
     "__version__",
+    "adjoint",
     "bits_per_dim",
     "controllable",
     "get_loss_fn",
