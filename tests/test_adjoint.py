@@ -239,7 +239,17 @@ def test_maximum_likelihood_fine_tuning_lowers_held_out_nll():
         )
 
 
-def test_adaptive_sample_gradient_matches_closed_form_and_differences():
+METHODS = pytest.mark.parametrize(
+    "method", [RecursiveCheckpoint(), Backsolve()], ids=["checkpoint", "backsolve"]
+)
+
+
+def central_difference(fn, a, h=1e-5):
+    return (fn(a + h) - fn(a - h)) / (2 * h)
+
+
+@METHODS
+def test_adaptive_sample_gradient_matches_closed_form_and_differences(method):
     """x_eps = x_T sqrt(v(eps) / v(T)) exactly, for the exact score of N(0, a^2 I)."""
     shape = (4, 3)
 
@@ -254,7 +264,7 @@ def test_adaptive_sample_gradient_matches_closed_form_and_differences():
             atol=TOL,
             final_step=sampling.NoDenoising(),
             dtype=jnp.float64,
-            adjoint=RecursiveCheckpoint(),
+            adjoint=method,
         )
         return jnp.sum(out.x**2)
 
@@ -265,27 +275,40 @@ def test_adaptive_sample_gradient_matches_closed_form_and_differences():
         value_and_grad = jax.jit(jax.value_and_grad(sample_norm))
         value, grad = value_and_grad(a)
         np.testing.assert_allclose(value, exact(a), rtol=1e-6)
-        np.testing.assert_allclose(grad, jax.grad(exact)(a), rtol=1e-5)
-        h = 1e-5
-        fd = (value_and_grad(a + h)[0] - value_and_grad(a - h)[0]) / (2 * h)
-        np.testing.assert_allclose(grad, fd, rtol=1e-5)
+        np.testing.assert_allclose(grad, jax.grad(exact)(a), rtol=gradient_rtol(method))
+        fd = central_difference(lambda a: value_and_grad(a)[0], a)
+        np.testing.assert_allclose(grad, fd, rtol=gradient_rtol(method))
         assert float(grad) > 0  # wider data, wider samples
 
 
-def test_latent_gradient_by_backsolve_matches_closed_form():
-    """The latent z = x sqrt(v(T) / v(eps)) exactly: gradients in the data and in a."""
-    codec = LatentCodec(SDE, EPS, rtol=TOL, atol=TOL, adjoint=Backsolve())
+@METHODS
+def test_latent_gradients_match_closed_form_and_differences(method):
+    """z = x sqrt(v(T) / v(eps)) exactly: gradients of the encoder in the data and in a, and
+    of the decoder (its inverse) in the latent."""
+    codec = LatentCodec(SDE, EPS, rtol=TOL, atol=TOL, adjoint=method)
 
     def latent_norm(a, x):
         return jnp.sum(codec.encode(make_score(a), x).z ** 2)
 
+    def decoded_norm(a, z):
+        return jnp.sum(codec.decode(make_score(a), z).x ** 2)
+
     with jax.enable_x64(True):
         a = jnp.asarray(1.2)
         x = jax.random.normal(jax.random.key(3), (4, 3), jnp.float64)
-        grad_a, grad_x = jax.jit(jax.grad(latent_norm, argnums=(0, 1)))(a, x)
+        encode_grad = jax.jit(jax.value_and_grad(latent_norm, argnums=(0, 1)))
+        value, (grad_a, grad_x) = encode_grad(a, x)
         ratio = lambda a: variance(a, SDE.T) / variance(a, EPS)  # noqa: E731
-        np.testing.assert_allclose(grad_x, 2 * x * ratio(a), rtol=BACKSOLVE_RTOL)
-        np.testing.assert_allclose(grad_a, jnp.sum(x**2) * jax.grad(ratio)(a), rtol=BACKSOLVE_RTOL)
+        rtol = gradient_rtol(method)
+        np.testing.assert_allclose(value, jnp.sum(x**2) * ratio(a), rtol=1e-6)
+        np.testing.assert_allclose(grad_x, 2 * x * ratio(a), rtol=rtol)
+        np.testing.assert_allclose(grad_a, jnp.sum(x**2) * jax.grad(ratio)(a), rtol=rtol)
+        fd = central_difference(lambda a: encode_grad(a, x)[0], a)
+        np.testing.assert_allclose(grad_a, fd, rtol=rtol)
+
+        z = x * jnp.sqrt(ratio(a))
+        grad_z = jax.jit(jax.grad(decoded_norm, argnums=1))(a, z)
+        np.testing.assert_allclose(grad_z, 2 * z / ratio(a), rtol=rtol)
 
 
 # --------------------------------------------------------------------------------------------
