@@ -18,7 +18,13 @@ uses (closed over, or a pytree of parameters the caller differentiates):
   gradient: 0.61, 1.40 and 2.45 MB at budgets of 64, 1024 and 4096 for a 64 x 16 state);
   compute: the forward pass, one replay and one vjp per attempt actually made (a VP
   likelihood of 256 x 32 float32 data, 62 evaluations: 2 ms forward, 15 ms gradient, on CPU).
-  The default: exact to rounding, the one to check against finite differences.
+  Exact to rounding, the one to check against finite differences. Its accuracy as a
+  gradient of the exact flow is that of the computed steps, which the error control picks
+  for the solution, not for its sensitivities: where the solution barely moves but depends
+  on the parameter, the steps are long and the derivative less accurate than the solution.
+  Measured on the latent of N(0, I) data under VP (the flow is then the identity, and
+  d|z|^2/da = -2.880 in closed form), eps = 1e-3, rtol = atol = 1e-5: -3.067 in float32
+  (14 evaluations; 6.5% off), -2.897 in float64 (32; 0.6%); Backsolve: -2.8795 in both.
 - :class:`Backsolve` (optimize-then-discretize, the continuous adjoint of Chen et al., 2018,
   "Neural ordinary differential equations", eq. 4 and Algorithm 1): a ``jax.custom_vjp``
   whose backward pass solves the adjoint ODE from ``t1`` back to ``t0`` with the same
@@ -43,8 +49,9 @@ the result is of the order of the local error. The gradient of a solve is then t
 of the same Dormand-Prince steps over the accepted times.
 
 Supported: ``jit``, ``vmap`` (over keys, for instance), and batches sharded over devices on
-a mesh of automatic axes (``jax.sharding.Mesh``). Meshes with explicit axes (the default of
-``jax.make_mesh``) fail in the transpose (a cotangent sharding mismatch): not supported yet.
+a mesh of automatic axes (``jax.sharding.Mesh``) or of explicit axes (``jax.make_mesh``'s
+default, where arrays carry their sharding in their type; the solve gives a state leaf that
+starts unsharded, such as the log-density accumulator, the type of its derivative).
 """
 
 import dataclasses

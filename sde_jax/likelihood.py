@@ -114,6 +114,19 @@ def _draw_probes(key: Key, x: Data, hutchinson: str, num_probes: int) -> Probes:
     return jnp.broadcast_to(basis, (dim, *x.shape))
 
 
+def _batch_sharded_like(probes: Probes, x: Data) -> Probes:
+    """The probes sharded like ``x`` on their batch axis, on a mesh of explicit axes.
+
+    Elsewhere the compiler picks the layout; there the probes' type must match the state's
+    for the solve's loop and its transpose. The values do not change.
+    """
+    sharding = jax.typeof(x).sharding
+    if not ode.on_explicit_mesh(sharding):
+        return probes
+    spec = jax.P(None, *sharding.spec)
+    return jax.sharding.reshard(probes, jax.NamedSharding(sharding.mesh, spec))
+
+
 # --------------------------------------------------------------------------------------------
 # Time variables. u = log(s(t)/m(t)) = -lambda(t), the log noise-to-signal ratio (EDM's log
 # sigma; the log SNR is -2u). Near t = eps, s(t) ~ sqrt(t) for VP and sub-VP, so the drift in t
@@ -227,7 +240,7 @@ def log_likelihood(
     x = _check_data(x)
     batch = x.shape[0]
 
-    probes = _draw_probes(key, x, hutchinson, num_probes)
+    probes = _batch_sharded_like(_draw_probes(key, x, hutchinson, num_probes), x)
     average = hutchinson != "exact"
 
     def augmented(t, x_t):

@@ -117,7 +117,54 @@ def _sum_of_squares(tree: PyTree) -> tuple[Array, int]:
         squares = jnp.square(leaf.astype(jnp.result_type(leaf, jnp.float32)))
         rows.append(jnp.reshape(jnp.sum(squares, axis=tuple(range(1, squares.ndim))), (-1,)))
     count = sum(leaf.size for leaf in leaves)
-    return _order_free_sum(jnp.concatenate(rows)), count
+    return _order_free_sum(jnp.concatenate(_common_layout(rows))), count
+
+
+def _common_layout(rows: list[Array]) -> list[Array]:
+    """The rows, replicated if an explicit-axis mesh gives them different shardings.
+
+    Under a mesh of explicit axes (``jax.make_mesh``'s default) arrays carry their sharding in
+    their type, and a batch-sharded row cannot be concatenated with a replicated one (the
+    continuous adjoint's parameter cotangents); the rows are per-example sums, so gathering
+    them costs one small collective. Automatic-axis meshes and one device pass unchanged.
+    """
+    shardings = [jax.typeof(row).sharding for row in rows]
+    meshes = [s.mesh for s in shardings if on_explicit_mesh(s)]
+    if not meshes or len({s.spec for s in shardings}) == 1:
+        return rows
+    replicated = jax.NamedSharding(meshes[0], jax.P())
+    return [jax.sharding.reshard(row, replicated) for row in rows]
+
+
+def on_explicit_mesh(sharding) -> bool:
+    """Whether ``sharding`` lies on a mesh of explicit axes (its arrays' types carry it)."""
+    mesh = getattr(sharding, "mesh", None)
+    return bool(mesh is not None and not mesh.empty and mesh.explicit_axes)
+
+
+def _sharding(x):
+    return x.sharding if isinstance(x, jax.ShapeDtypeStruct) else jax.typeof(x).sharding
+
+
+def retyped(x: Array, like) -> Array:
+    """``x`` resharded to the sharding type of ``like`` (an array or ShapeDtypeStruct).
+
+    Only meshes of explicit axes (``jax.make_mesh``'s default) type arrays by their sharding;
+    there a state leaf started from unsharded zeros (an accumulator) and its sharded
+    derivative have different types, which loops and their transposes reject. Elsewhere this
+    returns ``x`` unchanged.
+    """
+    want, have = _sharding(like), jax.typeof(x).sharding
+    if want == have or not (on_explicit_mesh(want) or on_explicit_mesh(have)):
+        return x
+    mesh = want.mesh if on_explicit_mesh(want) else have.mesh
+    return jax.sharding.reshard(x, jax.NamedSharding(mesh, want.spec))
+
+
+def _zeros(like: jax.ShapeDtypeStruct) -> Array:
+    if on_explicit_mesh(like.sharding):
+        return jnp.zeros(like.shape, like.dtype, out_sharding=like.sharding)
+    return jnp.zeros(like.shape, like.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +365,7 @@ def _start(fn, t0, y0, direction, span, rtol, atol, heuristic: bool, error_order
         return jax.tree.map(lambda a, b: jnp.where(first, a, b), f, f0), f
 
     zeros = jax.eval_shape(fn, t0, y0)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    zeros = jax.tree.map(_zeros, zeros)
     f0, both = jax.lax.scan(evaluate, zeros, jnp.array([True, False]))
     f1 = jax.tree.map(lambda b: b[1], both)
     h0, d1, _ = _probe_step(y0, f0, direction, span, rtol, atol)
@@ -510,6 +557,8 @@ def solve_adaptive(
     time_dtype = jnp.result_type(t0, t1, float)
     t0 = jnp.asarray(t0, time_dtype)
     t1 = jnp.asarray(t1, time_dtype)
+    if any(on_explicit_mesh(jax.typeof(leaf).sharding) for leaf in jax.tree.leaves(y0)):
+        y0 = jax.tree.map(retyped, y0, jax.eval_shape(fn, t0, y0))
     direction = jnp.where(t1 >= t0, 1.0, -1.0).astype(time_dtype)
     span = jnp.abs(t1 - t0)
 

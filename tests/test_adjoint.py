@@ -16,6 +16,11 @@ TOL = 1e-8  # solver rtol = atol in the float64 tests
 BACKSOLVE_RTOL = 1e-5
 
 
+METHODS = pytest.mark.parametrize(
+    "method", [RecursiveCheckpoint(), Backsolve()], ids=["checkpoint", "backsolve"]
+)
+
+
 def gradient_rtol(method):
     return BACKSOLVE_RTOL if isinstance(method, Backsolve) else 1e-5
 
@@ -179,20 +184,22 @@ def mean_logp(params, x, method):
 mean_logp_and_grad = jax.jit(jax.value_and_grad(mean_logp, argnums=(0, 1)), static_argnums=2)
 
 
-def sharded(x, spec=None):
+def sharded(x, spec=None, explicit=False):
     """The batch over the 8 devices (``P()``: replicated), on a mesh of automatic axes.
 
-    Explicit-axis meshes (jax.make_mesh's default) are not supported by reverse mode through
-    the solve yet. Parameters are replicated on the mesh, as the gradients come back, so the
-    updated parameters have the type of the first ones and reuse the compilation.
+    Parameters are replicated on the mesh, as the gradients come back, so the updated
+    parameters have the type of the first ones and reuse the compilation. ``explicit``: on a
+    mesh of explicit axes (``jax.make_mesh``'s default), where arrays carry their sharding in
+    their type.
     """
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+    if explicit:
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+    else:
+        mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
     return jax.device_put(x, jax.NamedSharding(mesh, jax.P("batch") if spec is None else spec))
 
 
-@pytest.mark.parametrize(
-    "method", [RecursiveCheckpoint(), Backsolve()], ids=["checkpoint", "backsolve"]
-)
+@METHODS
 def test_mean_log_likelihood_gradient_matches_closed_form(method):
     with jax.enable_x64(True):
         params = {"mean": jnp.asarray([0.3, -0.2]), "log_scale": jnp.log(jnp.asarray(0.8))}
@@ -211,6 +218,28 @@ def test_mean_log_likelihood_gradient_matches_closed_form(method):
             up = mean_logp_and_grad({**params, "log_scale": log_a + h}, x, method)[0]
             down = mean_logp_and_grad({**params, "log_scale": log_a - h}, x, method)[0]
             np.testing.assert_allclose(grads["log_scale"], (up - down) / (2 * h), rtol=1e-5)
+
+
+@METHODS
+def test_gradients_on_an_explicit_axis_mesh_equal_the_automatic_ones(method):
+    """jax.make_mesh's explicit axes type arrays by sharding: the solve, its adjoints and the
+    probes keep the types consistent, and the numbers do not change."""
+    with jax.enable_x64(True):
+        params = {"mean": jnp.asarray([0.3, -0.2]), "log_scale": jnp.log(jnp.asarray(0.8))}
+        x = 0.8 * jax.random.normal(jax.random.key(1), (8, 2), jnp.float64)
+        results = [
+            jax.block_until_ready(
+                mean_logp_and_grad(
+                    sharded(params, jax.P(), explicit=explicit),
+                    sharded(x, explicit=explicit),
+                    method,
+                )
+            )
+            for explicit in (False, True)
+        ]
+        assert jax.typeof(results[1][1][1]).sharding.spec == jax.P("batch", None)
+        for auto, explicit in zip(*map(jax.tree.leaves, results), strict=True):
+            np.testing.assert_allclose(explicit, auto, rtol=1e-12, atol=1e-14)
 
 
 def test_maximum_likelihood_fine_tuning_lowers_held_out_nll():
@@ -237,11 +266,6 @@ def test_maximum_likelihood_fine_tuning_lowers_held_out_nll():
         np.testing.assert_allclose(
             history[-1], -float(jnp.mean(exact_logp(params, held_out))), rtol=1e-6
         )
-
-
-METHODS = pytest.mark.parametrize(
-    "method", [RecursiveCheckpoint(), Backsolve()], ids=["checkpoint", "backsolve"]
-)
 
 
 def central_difference(fn, a, h=1e-5):
