@@ -454,7 +454,8 @@ def _step_factor(err, err_prev, accept, error_order: int = _ERROR_ORDER):
     return jnp.where(jnp.isfinite(factor), factor, _MIN_FACTOR)
 
 
-def _resolve_pair(method: str | Tableau) -> Tableau:
+def resolve_pair(method: str | Tableau) -> Tableau:
+    """The pair ``method`` names (a key of :data:`PAIRS`) or is; errors name the choices."""
     if isinstance(method, str):
         if method not in PAIRS:
             raise ValueError(f"method must be one of {sorted(PAIRS)}, got method={method!r}.")
@@ -533,7 +534,7 @@ def solve_adaptive(
       TypeError: if ``method`` is neither a Tableau nor a name, or ``adjoint`` is not None,
         a ``RecursiveCheckpoint`` or a ``Backsolve``.
     """
-    pair = _resolve_pair(method)
+    pair = resolve_pair(method)
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {name}={value!r}.")

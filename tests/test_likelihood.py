@@ -71,6 +71,17 @@ def test_exact_trace_matches_closed_form_per_example(sde, time_variable):
     np.testing.assert_allclose(out.logp, ref, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["tsit5", "dop853"])
+def test_every_embedded_pair_matches_closed_form(method):
+    """``method`` picks the pair: same closed form, and its own step count."""
+    gauss = Gaussian(VESDE())
+    x = gauss.sample(64)
+    out = solve(gauss, x, hutchinson="exact", method=method)
+    default = solve(gauss, x, hutchinson="exact")
+    assert bool(out.success) and int(out.nfe) != int(default.nfe)
+    np.testing.assert_allclose(out.logp, gauss.reference(x, out.z), rtol=1e-4)
+
+
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
 def test_time_variables_agree(sde):
     gauss = Gaussian(sde)
@@ -169,6 +180,10 @@ def test_bad_input_raises_value_error():
         call(x, hutchinson="foo")
     with pytest.raises(ValueError, match="time_variable"):
         call(x, time_variable="sigma")
+    with pytest.raises(
+        ValueError, match=r"method must be one of \[.dop853., .dopri5., .tsit5.\], got method=.rk4."
+    ):
+        call(x, method="rk4")
     with pytest.raises(ValueError, match="num_probes"):
         call(x, num_probes=0)
     with pytest.raises(ValueError, match="eps"):
