@@ -263,14 +263,11 @@ def _restore(
     differences = ckpt.check_config(
         experiment.config, allow_change=t.get("allow_config_change", False)
     )
+    if ckpt.latest_step() is None:
+        return jax.jit(experiment.init_state, out_shardings=state_shardings)(), False
     try:
-        return ckpt.restore_or_init(
-            checkpoint.abstract_with_shardings(abstract, state_shardings),
-            jax.jit(experiment.init_state, out_shardings=state_shardings),
-        )
-    except checkpoint.NonFiniteStateError:
-        raise
-    except ValueError as e:
+        return ckpt.restore(checkpoint.abstract_with_shardings(abstract, state_shardings)), True
+    except ValueError as e:  # orbax: other shapes or tree; reported with the config keys
         raise checkpoint.ConfigMismatchError(
             f"{e}; {checkpoint.describe_differences(differences)}. Use a new workdir."
         ) from None
