@@ -93,6 +93,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     training.snapshot_sampling = True
     training.sample_batch_size = 64  # images in the periodic sample grid
     training.profile = False  # capture a JAX profiler trace of a few steps into the workdir
+    # Resume a workdir whose checkpoint was made with other data/sde/model settings (the
+    # differing keys are logged); False refuses, naming them.
+    training.allow_config_change = False
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"

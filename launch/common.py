@@ -1,6 +1,7 @@
 """What every launcher shares: splitting ``[options] -- COMMAND`` and checking the command."""
 
 import sys
+import unicodedata
 
 # Flags a launcher sets on the training command itself; the user must not pass them.
 DISTRIBUTED_FLAGS = ("--multihost", "--coordinator_address", "--num_processes", "--process_id")
@@ -34,4 +35,24 @@ def check_command(command: list[str], reserved: tuple[str, ...]) -> None:
         raise ValueError(
             f"the command must not set {', '.join(clash)}: the launcher sets "
             f"{', '.join(reserved)} itself; got {' '.join(command)!r}."
+        )
+
+
+def check_single_line(flag: str, value: str | None) -> None:
+    """Raises ValueError if ``value`` holds a newline or another control character.
+
+    The launchers write flag values into scripts, one per line: a newline would start a new
+    script line (a command the user never meant to run).
+
+    Args:
+      flag: the flag's name, e.g. ``"--job_name"``.
+      value: its value; None passes.
+    """
+    if value is None:
+        return
+    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        raise ValueError(
+            f"{flag} must be one line without control characters, got {value!r} "
+            f"(contains {', '.join(repr(c) for c in bad)})."
         )

@@ -38,7 +38,15 @@ def _positive(name: str, value: int) -> None:
         raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
 
 
+# Options whose values become lines of the script.
+_SCRIPT_VALUES = ("job_name", "partition", "account", "logdir", "workdir", "chdir", "setup")
+
+
 def _check(args: argparse.Namespace, command: list[str]) -> None:
+    for name in _SCRIPT_VALUES:
+        common.check_single_line(f"--{name}", getattr(args, name))
+    if args.script is not None:
+        common.check_single_line("--script", args.script)
     _positive("nodes", args.nodes)
     _positive("gpus_per_node", args.gpus_per_node)
     if args.procs_per_node not in (1, args.gpus_per_node):

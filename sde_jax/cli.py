@@ -5,6 +5,7 @@ The CLI only parses arguments and calls library functions. Each command is one e
 the command line: ``--config.training.batch_size=64``.
 """
 
+import ast
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -56,6 +57,7 @@ flags.DEFINE_string(
 config_flags.DEFINE_config_file(
     "classifier_config", None, "sample --class: the classifier's config (configs/classifier/...)."
 )
+flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of one line.")
 flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
 flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
@@ -293,13 +295,94 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class UserError(Exception):
+    """An error of the command line's input (flags, overrides, the config file)."""
+
+
+# Errors that the user's input causes (config validation, a bad path, a misspelled key): one
+# line on stderr and exit code 2. A diverged run (FloatingPointError) exits with 1.
+USER_ERRORS = (UserError, ValueError, TypeError, KeyError, OSError)
+
+
+def _unquote(text: str) -> str:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return _unquote(value) if isinstance(value, str) and value != text else text
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error`` (or of its cause, if its own is empty) on one line."""
+    while error is not None:
+        message = error.args[0] if len(error.args) == 1 else str(error)
+        message = str(message)
+        if message[:1] in "'\"" and message[-1:] == message[:1]:  # KeyError quotes its key
+            message = _unquote(message)
+        message = " ".join(message.split())
+        if message:
+            return message
+        error = error.__cause__ or error.__context__
+    return "unknown error"
+
+
+def _flag_error_line(error: flags.Error) -> str:
+    """``'flag --x=v: LAST LINE'`` of absl's message, which may embed a whole traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return _one_line(error)
+    head = lines[0].split(": ", 1)[0]
+    return f"{head}: {lines[-1]}"
+
+
+def _check_config_paths(argv: Sequence[str]) -> None:
+    """A missing ``--config`` / ``--classifier_config`` file, named (ml_collections hides it)."""
+    for arg in argv:
+        name, _, value = arg.partition("=")
+        if name in ("--config", "--classifier_config") and value:
+            path = value.split(":", 1)[0]
+            if not os.path.isfile(path):
+                raise UserError(f"{name}: no such file {path!r} (from {os.getcwd()}).")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """Parses the flags; a bad override or config file is a UserError with one line.
+
+    A misspelled override (``--config.training.n_iter=5``) raises AttributeError inside
+    ml_collections; a config file that fails to load raises absl's ``flags.Error``.
+    """
+    _check_config_paths(argv)
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        raise UserError(_flag_error_line(e)) from e
+    except (AttributeError, KeyError) as e:
+        raise UserError(f"no such config key {_one_line(e)}") from e
+
+
+def _wants_debug(argv: Sequence[str]) -> bool:
+    return any(arg in ("--debug", "--debug=true", "--debug=True", "--debug=1") for arg in argv)
+
+
+def _dispatch(command: str, command_argv: list[str]) -> None:
+    """Runs one command; an error of the user's making prints one line (not with --debug)."""
+    try:
+        app.run(COMMANDS[command], argv=command_argv, flags_parser=_parse_flags)
+    except (*USER_ERRORS, FloatingPointError) as e:
+        if _wants_debug(command_argv):
+            raise
+        print(f"sde-jax: error: {_one_line(e)}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(e, FloatingPointError) else 2) from None
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``sde-jax`` console script."""
     argv = list(sys.argv if argv is None else argv)
     # Config files import their shared parts (configs.families) relative to the working
-    # directory, as `python -m` would allow.
+    # directory, as `python -m` would allow. Appended, not prepended: a local file named like
+    # an installed module (optax.py) must not shadow it.
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(_usage())
         return
@@ -313,7 +396,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     # Python must show them there too.
     saved, sys.argv = sys.argv, command_argv
     try:
-        app.run(COMMANDS[command], argv=command_argv)
+        _dispatch(command, command_argv)
     finally:
         sys.argv = saved
 

@@ -25,7 +25,7 @@ from clu import metric_writers, periodic_actions
 from sde_jax import builders, data, images, losses
 from sde_jax.models import get_score_fn
 from sde_jax.platform import block_if_needed, must_block_each_step
-from sde_jax.training import checkpoint, sharding, tasks
+from sde_jax.training import checkpoint, options, sharding, tasks
 from sde_jax.training import step as step_lib
 from sde_jax.training.state import TrainState, create_state
 from sde_jax.training.step import network_score_fn, train_steps
@@ -51,6 +51,7 @@ class Experiment:
 
     def __init__(self, config: ml_collections.ConfigDict, devices: list | None = None):
         self.config = config
+        options.check_training_options(config.training)
         data.validate(config.data)
         self.task, self.num_classes = tasks.check_task_options(config)
         self.sde = builders.build_sde(config.sde)
@@ -246,6 +247,32 @@ def write_samples(
     return path
 
 
+def _divergence_message(ckpt: checkpoint.Checkpointer, checked: int, step: int) -> str:
+    return (
+        f"training diverged: the train state was finite at step {checked} and is not at step "
+        f"{step}; nothing was saved for step {step}. Newest finite checkpoint: "
+        f"{ckpt.describe_latest()}. Lower optim.lr or check the data scaling."
+    )
+
+
+def _restore(
+    experiment: Experiment, ckpt: checkpoint.Checkpointer, abstract: Any, state_shardings: Any
+) -> tuple[TrainState, bool]:
+    """Restores the newest checkpoint (after comparing configs) or initializes the state."""
+    t = experiment.config.training
+    differences = ckpt.check_config(
+        experiment.config, allow_change=t.get("allow_config_change", False)
+    )
+    if ckpt.latest_step() is None:
+        return jax.jit(experiment.init_state, out_shardings=state_shardings)(), False
+    try:
+        return ckpt.restore(checkpoint.abstract_with_shardings(abstract, state_shardings)), True
+    except ValueError as e:  # orbax: other shapes or tree; reported with the config keys
+        raise checkpoint.ConfigMismatchError(
+            f"{e}; {checkpoint.describe_differences(differences)}. Use a new workdir."
+        ) from None
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Trains (or resumes training) the score model that ``config`` describes.
 
@@ -257,20 +284,30 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       The final train state.
 
     Raises:
-      ValueError: for an invalid config, before any compilation.
-      FloatingPointError: when the loss becomes non-finite, naming the step.
+      ValueError: for an invalid config, before any compilation;
+        ``checkpoint.ConfigMismatchError`` if the workdir's checkpoint was made by a config
+        with other data/sde/model keys (unless ``training.allow_config_change``).
+      FloatingPointError: when the loss becomes non-finite, naming the step;
+        ``checkpoint.NonFiniteStateError`` when the state to save (or the one restored) is
+        not finite, naming the steps and the newest finite checkpoint. Saves in flight are
+        finished before either propagates.
     """
     experiment = Experiment(config)
+    ckpt = checkpoint.Checkpointer(workdir, config.training.max_to_keep)
+    try:
+        return _train(experiment, ckpt, workdir)
+    finally:
+        ckpt.close()
+
+
+def _train(experiment: Experiment, ckpt: checkpoint.Checkpointer, workdir: str) -> TrainState:
+    config = experiment.config
     t = config.training
     mesh = experiment.mesh
     abstract = jax.eval_shape(experiment.init_state)
     state_shardings = sharding.state_shardings(abstract, mesh)
     logging.info("State layout over %s: %s", dict(mesh.shape), sharding.describe(state_shardings))
-    ckpt = checkpoint.Checkpointer(workdir, t.max_to_keep)
-    state, restored = ckpt.restore_or_init(
-        checkpoint.abstract_with_shardings(abstract, state_shardings),
-        jax.jit(experiment.init_state, out_shardings=state_shardings),
-    )
+    state, restored = _restore(experiment, ckpt, abstract, state_shardings)
     step = int(state.step)
     logging.info("%s at step %d.", "Resuming" if restored else "Starting", step)
 
@@ -301,10 +338,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     stop = _on_sigterm()
     batches = _batches(experiment, step)
     pending, pending_from = [], step
+    checked = step  # the newest step whose state was checked to be finite
     k = t.n_jitted_steps
 
     def crossed(freq: int) -> bool:
         return bool(freq) and (step % freq < k)
+
+    def save(periodic: bool) -> None:
+        nonlocal checked
+        try:
+            ckpt.save(step, state, periodic=periodic, config=config)
+        except checkpoint.NonFiniteStateError:
+            raise checkpoint.NonFiniteStateError(_divergence_message(ckpt, checked, step)) from None
+        checked = step
 
     while step < t.n_iters:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -317,7 +363,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         if crossed(t.log_freq) or step >= t.n_iters:
             fetched = jax.device_get(pending)
             losses_by_step = np.concatenate([m["loss"] for m in fetched])
-            _check_finite(losses_by_step, pending_from + 1)
+            try:
+                _check_finite(losses_by_step, pending_from + 1)
+            except FloatingPointError as e:
+                latest = ckpt.describe_latest()
+                raise FloatingPointError(f"{e} Newest finite checkpoint: {latest}.") from None
             writer.write_scalars(
                 step,
                 {name: np.concatenate([m[name] for m in fetched]).mean() for name in fetched[0]},
@@ -327,17 +377,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             writer.write_scalars(step, eval_loss(state, step))
         preempted = stop.is_set() or ckpt.preemption.reached_preemption(step)
         if crossed(t.snapshot_freq) or step >= t.n_iters:
-            ckpt.save(step, state, periodic=True)
+            save(periodic=True)
             if t.snapshot_sampling and experiment.sampler is not None:
                 path = write_samples(experiment, state, step, workdir, writer)
                 logging.info("Wrote samples of step %d to %s.", step, path)
         elif crossed(t.snapshot_freq_for_preemption) or preempted:
-            ckpt.save(step, state, periodic=False)
+            save(periodic=False)
         if preempted:
             logging.warning("Stopped at step %d after a preemption checkpoint.", step)
             break
     writer.flush()
-    ckpt.close()
     return state
 
 
