@@ -6,13 +6,16 @@ loaded with ``sde_jax.compat.score_sde.model_from_config`` and counted with
 ``jax.eval_shape``. The counts are the original code's own (shared/reference/param_counts.md).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import serialization
 
-from sde_jax.compat.score_sde import model_from_config
+from sde_jax.compat.score_sde import load_checkpoint, model_from_config
 
 # The original's default_{cifar10,celeba,lsun}_configs: (image size, model.sigma_max).
 DEFAULTS = {"cifar10": (32, 50.0), "celeba": (64, 90.0), "lsun": (256, 378.0)}
@@ -185,3 +188,36 @@ def test_ncsnv2_64_and_ncsn_refine_blocks_2_and_3_are_2nf_wide():
     # NCSN's conditional norms have num_scales rows (the original's unset num_classes).
     emb = "['params']['ConditionalInstanceNorm2dPlus_0']['Embed_0']['embedding']"
     assert v1[emb] == (10, 3 * 128)
+
+
+@pytest.mark.parametrize("name", ["ncsn", "ncsnv2_64"])
+def test_original_checkpoint_layout_loads_into_the_model(tmp_path, name):
+    # A checkpoint as the original's run_lib writes it: State(step, optimizer=Adam(target,
+    # state), lr, model_state, ema_rate, params_ema, rng), msgpack-serialized.
+    make = ncsn if name == "ncsn" else functools.partial(ncsnv2, name=name)
+    config = updated(make("cifar10", num_scales=10, nf=8), "data", image_size=16)
+    model = model_from_config(config)
+    x, labels = jnp.full((2, 16, 16, 3), 0.5), jnp.array([0, 9])
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, labels, train=False))
+    rng = np.random.default_rng(0)
+    draw = lambda s: rng.normal(size=s.shape).astype(np.float32)  # noqa: E731
+    target = jax.tree_util.tree_map(draw, shapes["params"])
+    ema = jax.tree_util.tree_map(draw, shapes["params"])
+    zeros = jax.tree_util.tree_map(np.zeros_like, target)
+    state = {
+        "step": np.int32(7),
+        "optimizer": {"target": target, "state": {"step": 7, "param_states": zeros}},
+        "lr": 1e-3,
+        "model_state": {},
+        "ema_rate": 0.999,
+        "params_ema": ema,
+        "rng": np.zeros(2, np.uint32),
+    }
+    (tmp_path / "checkpoint_7").write_bytes(serialization.msgpack_serialize(state))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded["step"] == 7
+    same = jax.tree_util.tree_map(np.array_equal, loaded["params_ema"], ema)
+    assert all(jax.tree_util.tree_leaves(same))
+    # The loaded tree is the model's parameter tree, name for name and shape for shape.
+    as_shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), loaded["params"])
+    assert as_shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), shapes["params"])
