@@ -209,3 +209,45 @@ def finish(config: Config, variant: str) -> Config:
     if variant == "smoke":
         smoke(config)
     return config
+
+
+# The NCSN baselines and the high-resolution DDPM (appended: used by ve/ncsn, ve/ncsnv2 and
+# vp/ddpm) ------------------------------------------------------------------------------------
+
+
+def ncsn(config: Config, *, name: str, num_scales: int, sigma_max: float) -> Config:
+    """NCSN (``name='ncsn'``) or NCSNv2 (``'ncsnv2_64'``, ``'_128'``): discrete VE, ALD.
+
+    The original's settings for both: nf 128, ELU, annealed Langevin dynamics without a
+    predictor, ``num_scales`` sigmas (sampling visits each), Adam without warmup or gradient
+    clipping. NCSNv2 divides its output by sigma, NCSN does not; NCSNv2 trains at lr 1e-4,
+    NCSN at 1e-3. Set ``n_steps_each``, ``snr`` and ``ema_rate`` afterwards.
+    """
+    ve(config, continuous=False)
+    model = config.model
+    model.name = name
+    model.nf = 128
+    model.nonlinearity = "elu"
+    model.scale_by_sigma = name != "ncsn"
+    config.sde.sigma_max = float(sigma_max)
+    config.sde.num_scales = num_scales
+    config.sampling.num_steps = num_scales
+    config.sampling.predictor = "none"
+    config.sampling.corrector = "ald"
+    config.optim.lr = 1e-3 if name == "ncsn" else 1e-4
+    config.optim.warmup = 0
+    config.optim.grad_clip = 0.0  # none (the original's -1)
+    return config
+
+
+def ddpm_256(config: Config) -> Config:
+    """The DDPM network at 256x256 (LSUN, CelebA-HQ): 6 resolutions, 111.6M params, lr 2e-5.
+
+    Call it after ``high_res`` and ``vp``: the discrete DDPM chain keeps 1000 steps.
+    """
+    ddpm(config)
+    config.model.ch_mult = (1, 1, 2, 2, 4, 4)
+    config.sde.num_scales = 1000
+    config.sampling.num_steps = 1000
+    config.optim.lr = 2e-5
+    return config

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from sde_jax.models.builder import build_model
+from sde_jax.models.builder import build_model, check_training_compatible
 
 __all__ = ["load_checkpoint", "model_from_config"]
 
@@ -104,17 +104,13 @@ def model_from_config(config: Any, *, dtype: Any = jnp.float32, remat: bool = Fa
 
     Raises:
       ValueError: if a section is missing, the model name is unknown, an option is invalid,
-        or Fourier embeddings are combined with discrete training (as the original forbids).
+        or an NCSN++ / DDPM++ Fourier embedding is combined with discrete training (as the
+        original forbids; DDPM, NCSN and NCSNv2 do not read ``embedding_type``).
     """
     model = _section(config, "model")
     data = _section(config, "data")
     centered = data["centered"] if isinstance(data, Mapping) else data.centered
     training = config.get("training") if hasattr(config, "get") else None
     continuous = None if training is None else training.get("continuous", None)
-    embedding = str(model.get("embedding_type", "")).lower()
-    if embedding == "fourier" and continuous is False:
-        raise ValueError(
-            "model.embedding_type='fourier' needs training.continuous=True (the network embeds "
-            "log sigma), got training.continuous=False."
-        )
+    check_training_compatible(model, continuous=continuous)
     return build_model(model, centered=centered, dtype=dtype, remat=remat)

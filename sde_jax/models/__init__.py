@@ -2,14 +2,15 @@
 
 - ``NCSNpp``: the U-Net of Song et al. (ICLR 2021); NCSN++ and DDPM++ are two settings.
 - ``DDPM``: the DDPM baseline (Ho et al., 2020).
-- ``NCSNv2`` / ``NCSN``: the RefineNet baselines (Song & Ermon, 2020 / 2019).
+- ``NCSNv2`` / ``NCSN``: the RefineNet baselines (Song & Ermon, 2020 / 2019); their blocks
+  in ``refinenet``, their normalizations in ``normalization``.
 - ``build_model``: a model config section (original key names) to a module.
 - ``get_score_fn`` / ``time_labels``: network output to score, per SDE, as the original.
 - ``WideResNet``: the noise-conditional classifier of class-conditional sampling.
-- ``presets``: the full-size CIFAR-10 and 256x256 networks; ``fir``: FIR resampling.
+- ``presets``: the full-size networks of the original configs; ``fir``: FIR resampling.
 """
 
-from sde_jax.models import fir, layers, ncsnv2, normalization, presets
+from sde_jax.models import fir, layers, ncsnv2, normalization, presets, refinenet
 from sde_jax.models.builder import MODELS, build_model
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
@@ -31,5 +32,6 @@ __all__ = [
     "ncsnv2",
     "normalization",
     "presets",
+    "refinenet",
     "time_labels",
 ]

@@ -40,7 +40,12 @@ _CASE_INSENSITIVE = {
     "nonlinearity",
 }
 
-__all__ = ["MODELS", "build_model", "module_kwargs"]
+# Models that read ``embedding_type``: a Fourier embedding of log sigma needs the continuous
+# noise level as its label. DDPM, NCSN and NCSNv2 never read the field (the original's
+# defaults set it to 'fourier' in every config, discrete ones included).
+_READS_EMBEDDING_TYPE = {"ncsnpp"}
+
+__all__ = ["MODELS", "build_model", "check_training_compatible", "module_kwargs"]
 
 
 def _plain(value: Any) -> Any:
@@ -58,6 +63,29 @@ def module_kwargs(cls: type[nn.Module], section: Mapping[str, Any]) -> dict[str,
         if isinstance(kwargs[key], str):
             kwargs[key] = kwargs[key].lower()
     return kwargs
+
+
+def check_training_compatible(section: Mapping[str, Any], *, continuous: bool | None) -> None:
+    """Checks the model section against ``training.continuous``, for the fields it reads.
+
+    Args:
+      section: the ``model`` section; ``name`` picks the model, and only a model that reads
+        ``embedding_type`` (NCSN++ / DDPM++) is checked.
+      continuous: ``training.continuous``; None (unknown) skips the check.
+
+    Raises:
+      ValueError: if NCSN++ / DDPM++ has ``embedding_type='fourier'`` with discrete training.
+    """
+    name = section.get("name", None) if hasattr(section, "get") else section["name"]
+    if name not in _READS_EMBEDDING_TYPE or continuous is None:
+        return
+    embedding = str(section.get("embedding_type", "")).lower()
+    if embedding == "fourier" and not continuous:
+        raise ValueError(
+            f"model.embedding_type='fourier' of model.name={name!r} needs "
+            "training.continuous=True (the network embeds log sigma), got "
+            "training.continuous=False; use embedding_type='positional' for discrete training."
+        )
 
 
 def build_model(

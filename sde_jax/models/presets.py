@@ -9,8 +9,17 @@ from typing import Any
 
 from sde_jax.models.ddpm import DDPM
 from sde_jax.models.ncsnpp import NCSNpp
+from sde_jax.models.ncsnv2 import NCSN, NCSNv2
 
-__all__ = ["ddpm_cifar10", "ddpmpp_cifar10", "ncsnpp_celebahq256", "ncsnpp_cifar10"]
+__all__ = [
+    "ddpm_256",
+    "ddpm_cifar10",
+    "ddpmpp_cifar10",
+    "ncsn_cifar10",
+    "ncsnpp_celebahq256",
+    "ncsnpp_cifar10",
+    "ncsnv2_cifar10",
+]
 
 _CIFAR10_UNET = {
     "nf": 128,
@@ -88,3 +97,19 @@ def ddpm_cifar10(**overrides: Any) -> DDPM:
         "centered": True,
     }
     return DDPM(**{**fields, **overrides})
+
+
+def ddpm_256(**overrides: Any) -> DDPM:
+    """The DDPM baseline at 256x256 (``vp/ddpm/{bedroom,church,celebahq}``): 111.6M params."""
+    return ddpm_cifar10(**{"ch_mult": (1, 1, 2, 2, 4, 4), **overrides})
+
+
+def ncsnv2_cifar10(**overrides: Any) -> NCSNv2:
+    """NCSNv2-64 (``ve/ncsnv2/cifar10``, 232 sigmas from 50): 34.0M params."""
+    fields = {"nf": 128, "variant": 64, "sigma_max": 50.0, "num_scales": 232}
+    return NCSNv2(**{**fields, **overrides})
+
+
+def ncsn_cifar10(**overrides: Any) -> NCSN:
+    """NCSN v1 (``ve/ncsn/cifar10``, 10 noise levels): 34.4M params (44.8M at 232 levels)."""
+    return NCSN(**{"nf": 128, "variant": 64, "num_scales": 10, **overrides})

@@ -1,0 +1,19 @@
+"""sde-jax train --config=configs/ve/ncsnv2/cifar10.py --workdir=WORKDIR
+
+NCSNv2 (Song & Ermon, 2020) on CIFAR-10: 232 sigmas from 50 to 0.01, discrete SMLD
+training, annealed Langevin sampling (5 steps each, snr 0.176), EMA 0.999.
+
+Append ``:smoke`` to the config path for the CPU-sized variant (see ``configs/__init__.py``).
+"""
+
+import ml_collections
+
+from configs import families as f
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    config = f.ncsn(f.base(), name="ncsnv2_64", num_scales=232, sigma_max=50.0)
+    config.sampling.n_steps_each = 5
+    config.sampling.snr = 0.176
+    config.model.ema_rate = 0.999
+    return f.finish(config, variant)
