@@ -112,7 +112,7 @@ class _Run:
 
     def _samples(self):
         paths = samples_lib.sample_chunks(
-            parts_lib.make_chunk_sampler(self.experiment, self.params),
+            parts_lib.make_chunk_sampler(self.experiment, self.params, self.step),
             num_samples=self.config.eval.num_samples,
             chunk_size=self.config.eval.batch_size,
             directory=os.path.join(self.directory, "samples"),
@@ -284,10 +284,14 @@ def sample_to_files(
     params, step = parts_lib.restore_ema_params(experiment, workdir, step)
     to_unit = data.inverse_scaler(config.data.centered)
     batches, done = [], 0
+    s = config.sampling
+    label = images.sampler_label(s.method, s.predictor, s.corrector)
     key = jax.random.key(config.seed + parts_lib.SAMPLE_SEED)
     while done < num_samples:
         out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
-        x = np.clip(to_unit(np.asarray(out.x)), 0.0, 1.0)
+        x = to_unit(np.asarray(out.x))
+        images.check_finite(x, output, sampler=label, step=step)
+        x = np.clip(x, 0.0, 1.0)
         batches.append(np.round(x * 255).astype(np.uint8))
         done += x.shape[0]
         samples = np.concatenate(batches)[:num_samples]
