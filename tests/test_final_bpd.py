@@ -9,26 +9,32 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from sde_jax import evaluation
 from sde_jax.evaluation import store
 from tests import test_eval
 
+# test_eval.tiny_config, inlined: importing tests.test_eval imports the CLI a second time.
 CONFIG_FILE = """
-from tests import test_eval
+from configs import quickstart
 
 
 def get_config():
-    config = test_eval.tiny_config()
-    config.eval.update(enable_bpd=True, bpd_repeats=6, bpd_max_examples=16)
+    config = quickstart.get_config("smoke")
+    config.data.image_size = 8
+    config.model.update(nf=8, attn_resolutions=(4,))
+    config.training.update(n_iters=2, snapshot_freq=1, snapshot_sampling=False, eval_freq=0)
+    config.eval.update(batch_size=8, bpd_repeats=3, bpd_max_examples=16, num_samples=12)
+    config.eval.enable_bpd = True
     return config
 """
-UNITS = 2 * 6  # two batches of 8, six repeats
+UNITS = 2 * 3  # two batches of 8, three repeats
 
 
 def _config():
     config = test_eval.tiny_config()
-    config.eval.update(enable_bpd=True, bpd_repeats=6, bpd_max_examples=16)
+    config.eval.update(enable_bpd=True, bpd_repeats=3, bpd_max_examples=16)
     return config
 
 
@@ -43,6 +49,7 @@ def _wait_for_progress(pattern, process, timeout=240):
     raise TimeoutError("no bits/dim progress appeared")
 
 
+@pytest.mark.slow  # a CLI subprocess and two compilations of the likelihood
 def test_sigterm_stops_the_final_bpd_and_a_rerun_resumes_then_reuses_it(tmp_path):
     config_path = tmp_path / "config.py"
     config_path.write_text(textwrap.dedent(CONFIG_FILE))
