@@ -1,8 +1,9 @@
 """Evaluating trained checkpoints: bits/dim, eval loss, samples and their FID / IS / KID.
 
 ``evaluate(config, workdir)`` is ``sde-jax eval`` (see :mod:`sde_jax.evaluation.run`);
-``sample_to_files`` is ``sde-jax sample``; ``held_out_bits_per_dim`` is the report at the end of
-``sde-jax train``. The parts, each usable alone: :func:`sharded_bits_per_dim` (resumable,
+``sample_to_files`` is ``sde-jax sample``; ``final_bits_per_dim`` is the report at the end of
+``sde-jax train`` (``evaluate``'s bpd part, resumable and cached under the same fingerprints,
+:mod:`sde_jax.evaluation.cache`); ``held_out_bits_per_dim`` the same without a cache. The parts, each usable alone: :func:`sharded_bits_per_dim` (resumable,
 sharded bits/dim), :func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
 """
 
