@@ -3,8 +3,9 @@
 ``evaluate(config, workdir)`` is ``sde-jax eval`` (see :mod:`sde_jax.evaluation.run`);
 ``sample_to_files`` is ``sde-jax sample``; ``final_bits_per_dim`` is the report at the end of
 ``sde-jax train`` (``evaluate``'s bpd part, resumable and cached under the same fingerprints,
-:mod:`sde_jax.evaluation.cache`); ``held_out_bits_per_dim`` the same without a cache. The parts, each usable alone: :func:`sharded_bits_per_dim` (resumable,
-sharded bits/dim), :func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
+:mod:`sde_jax.evaluation.cache`); ``held_out_bits_per_dim`` the same without a cache. The
+parts, each usable alone: :func:`sharded_bits_per_dim` (resumable, sharded bits/dim),
+:func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
 """
 
 from sde_jax.evaluation.bpd import sharded_bits_per_dim
