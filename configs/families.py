@@ -6,6 +6,8 @@ has exactly the keys of ``configs/default.py``. Values are the paper's (Song et 
 2021) and its original config files'.
 """
 
+import math
+
 import ml_collections
 
 from configs import default
@@ -169,12 +171,27 @@ def high_res(config: Config, dataset: str, image_size: int, sigma_max: float) ->
 # Variants -----------------------------------------------------------------------------------
 
 
+def _uses_beta_table(config: Config) -> bool:
+    """Whether the config's sampler takes discrete DDPM steps (their beta_i must be < 1)."""
+    s = config.sampling
+    if s.method != "pc" or config.sde.name not in ("vpsde", "subvpsde"):
+        return False
+    vp_predictor = config.sde.name == "vpsde" and s.predictor in (
+        "reverse_diffusion",
+        "ancestral_sampling",
+    )
+    return vp_predictor or s.corrector in ("langevin", "ald")
+
+
 def smoke(config: Config) -> Config:
     """Shrinks a config to run on CPU in seconds; the family settings stay as they are.
 
     Tiny network (nf 16, ch_mult (1, 2), 1 block, attention at the lowest resolution,
     dropout 0) on 16x16 images, batch 8, 3 steps, 8 sampling steps. The DDPM baseline
-    keeps nf 32 (its GroupNorm has 32 groups everywhere).
+    keeps nf 32 (its GroupNorm has 32 groups everywhere). Samplers with the discrete VP
+    steps (:func:`_uses_beta_table`) get ``floor(beta_max) + 1`` steps instead (21 for the
+    paper's beta_max 20): with fewer, a DDPM noise level beta_max / N reaches 1 and the
+    sampler refuses the grid (``sde_jax.steppers.validity``).
     """
     model, data, training = config.model, config.data, config.training
     model.nf = 32 if model.name == "ddpm" else 16
@@ -192,6 +209,8 @@ def smoke(config: Config) -> Config:
     training.sample_batch_size = 8
     config.optim.warmup = 2
     config.sampling.num_steps = 8
+    if _uses_beta_table(config):
+        config.sampling.num_steps = math.floor(config.sde.beta_max) + 1
     config.eval.batch_size = 8
     config.eval.num_samples = 8
     config.eval.bpd_repeats = 1

@@ -165,12 +165,17 @@ def sample_classes_to_files(
     key = jax.random.key(config.seed + 5)
     to_unit = data.inverse_scaler(config.data.centered)
     batches = []
+    label = images.sampler_label(
+        config.sampling.method, config.sampling.predictor, config.sampling.corrector
+    )
     for start in range(0, num_samples, batch):
         chunk = labels[start : start + batch]
         padded = np.concatenate([chunk, np.full(batch - len(chunk), chunk[0], np.int32)])
         key_i = jax.random.fold_in(key, start)
         out = sample(key_i, params, clf_params, jnp.asarray(padded), guidance_scale)
-        x = np.clip(to_unit(np.asarray(out.x))[: len(chunk)], 0.0, 1.0)
+        x = to_unit(np.asarray(out.x))[: len(chunk)]
+        images.check_finite(x, output, sampler=f"{label} ({mode} guidance)", step=step)
+        x = np.clip(x, 0.0, 1.0)
         batches.append(np.round(x * 255).astype(np.uint8))
         logging.info(
             "Sampled %d/%d class-conditional images (%s guidance, scale %g).",

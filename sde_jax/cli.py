@@ -7,7 +7,9 @@ the command line: ``--config.training.batch_size=64``.
 
 import ast
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
@@ -114,12 +116,45 @@ def _train(argv: Sequence[str]) -> None:
     _setup()
     from sde_jax.training import loop
 
-    loop.train(FLAGS.config, FLAGS.workdir)
+    state = loop.train(FLAGS.config, FLAGS.workdir)
     if FLAGS.config.eval.enable_bpd:
-        from sde_jax import evaluation
+        if int(state.step) < FLAGS.config.training.n_iters:  # stopped by SIGTERM
+            logging.warning("Training stopped at step %d: no final bits/dim.", int(state.step))
+            return
+        _final_bits_per_dim()
 
-        result = evaluation.held_out_bits_per_dim(FLAGS.config, FLAGS.workdir)
-        print(f"held-out bits/dim: {result.mean:.4f} +- {result.stderr:.4f}")
+
+class _Terminated(Exception):
+    """SIGTERM arrived during the final bits/dim."""
+
+
+def _final_bits_per_dim() -> None:
+    """``train``'s held-out bits/dim: resumable, cached like ``eval``'s, stopped by SIGTERM.
+
+    SIGTERM stops it after the unit in progress (saved, so a rerun resumes it) and exits 0,
+    as training does after its preemption checkpoint.
+    """
+    from sde_jax import evaluation
+
+    terminated = threading.Event()
+
+    def on_unit(batch_index: int, repeat: int) -> None:
+        if terminated.is_set():
+            raise _Terminated(f"batch {batch_index}, repeat {repeat}")
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
+    try:
+        row = evaluation.final_bits_per_dim(FLAGS.config, FLAGS.workdir, on_unit=on_unit)
+    except _Terminated as e:
+        logging.warning("SIGTERM: stopped the final bits/dim after %s; progress saved.", e)
+        print(
+            f"SIGTERM: final bits/dim stopped after {e} (progress saved under "
+            f"{os.path.join(FLAGS.workdir, 'eval')}); rerun the same command to resume it."
+        )
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"held-out bits/dim: {row['bpd']:.4f} +- {row['bpd_stderr'] or float('nan'):.4f}")
 
 
 def _sample(argv: Sequence[str]) -> None:

@@ -6,6 +6,9 @@ enlarges small grids to a size a person can see: the whole grid, separators incl
 upscaled by one integer factor with nearest neighbour (each pixel becomes an ``f x f`` block),
 so the picture is the raw grid, only bigger, and the black lines keep their proportion to the
 tiles. The ``.npz`` sample files keep the raw resolution.
+
+Non-finite samples are never written: casting NaN to uint8 gives black pixels silently, so
+every writer calls :func:`check_finite` first, and :func:`image_grid` refuses them too.
 """
 
 import math
@@ -17,6 +20,40 @@ from jaxtyping import Float, UInt8
 
 MIN_TILE = 32
 MIN_WIDTH = 512
+
+
+class NonFiniteSamplesError(ValueError):
+    """Samples to be written hold NaN or infinite values."""
+
+
+def sampler_label(method: str, predictor: str | None = None, corrector: str | None = None) -> str:
+    """A short name of a sampler for messages: ``pc (ancestral_sampling + none)``."""
+    if method == "pc":
+        return f"pc ({predictor} + {corrector})"
+    return str(method)
+
+
+def check_finite(samples: np.ndarray, what: str, *, sampler: str, step: int | None) -> None:
+    """Raises NonFiniteSamplesError if ``samples`` holds a non-finite value.
+
+    Args:
+      samples: the float samples about to be written.
+      what: what would be written (a path, "the sample grid").
+      sampler: the sampler's name (:func:`sampler_label`).
+      step: the checkpoint or training step the samples come from.
+
+    Raises:
+      NonFiniteSamplesError: naming the count of non-finite values, the sampler and the step.
+    """
+    samples = np.asarray(samples)
+    bad = int(np.size(samples) - np.count_nonzero(np.isfinite(samples)))
+    if bad:
+        raise NonFiniteSamplesError(
+            f"refusing to write {what}: {bad} of {samples.size} sample values are non-finite "
+            f"(NaN or inf), from sampler {sampler} at step {step}. The model or the sampler "
+            "diverged; check the checkpoint's loss, and sampling.num_steps for discrete "
+            "samplers."
+        )
 
 
 def _check_int(name: str, value: int, minimum: int) -> None:
@@ -104,8 +141,11 @@ def image_grid(
     Raises:
       ValueError: for images not of shape [n, h, w, c] with n >= 1, or a size argument that is
         not an integer in range.
+      NonFiniteSamplesError: for NaN or infinite values (never drawn as black).
     """
-    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    images = np.asarray(images, np.float32)
+    check_finite(images, "an image grid", sampler="unknown", step=None)
+    images = np.clip(images, 0.0, 1.0)
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images must have shape [n, h, w, c] with n >= 1, got {images.shape}.")
     n, h, w, c = images.shape

@@ -36,6 +36,7 @@ from sde_jax import ode
 from sde_jax.adjoint import check_adjoint
 from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers import State, Stepper, denoise
+from sde_jax.steppers.validity import check_discrete_steps
 from sde_jax.typing import Array, Key, ScoreFn
 
 
@@ -45,8 +46,8 @@ class SampleOutput(NamedTuple):
     Attributes:
       x: the samples, with the sampler's ``shape``.
       nfe: number of score-function evaluations (per example; the batch shares them).
-      success: False when the adaptive solver stopped at its step limit before reaching eps
-        or met non-finite values; always True for fixed grids.
+      success: False when the samples hold a non-finite value (any sampler), or when the
+        adaptive solver stopped at its step limit before reaching eps.
     """
 
     x: Array
@@ -203,7 +204,8 @@ class FixedGridSampler:
       dtype: the floating dtype of the samples.
 
     Raises:
-      ValueError: for a bad ``shape`` or ``grid``.
+      ValueError: for a bad ``shape`` or ``grid``, or a grid too coarse for the discrete VP
+        steps of ``stepper`` (``steppers.validity.check_discrete_steps``).
       TypeError: if ``stepper`` or ``final_step`` lacks the interface.
     """
 
@@ -219,6 +221,7 @@ class FixedGridSampler:
         _check_grid(self.grid)
         check_shape(self.shape)
         _check_final_step(self.final_step)
+        check_discrete_steps(self.stepper, self.grid)
 
     @property
     def num_steps(self) -> int:
@@ -238,10 +241,10 @@ class FixedGridSampler:
         return run_steps(key, score_fn, self.stepper, state, times, start)
 
     def finish(self, score_fn: ScoreFn, state: State) -> SampleOutput:
-        """Applies the final step and counts evaluations."""
+        """Applies the final step and counts evaluations; success says all values are finite."""
         x = self.final_step(self.sde, score_fn, state, self.grid[-1])
         nfe = self.stepper.nfe_per_step * self.num_steps + self.final_step.nfe
-        return SampleOutput(x, jnp.asarray(nfe, jnp.int32), jnp.asarray(True))
+        return SampleOutput(x, jnp.asarray(nfe, jnp.int32), jnp.all(jnp.isfinite(x)))
 
     def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:
         """Draws a batch: prior sample, all steps, final step."""
@@ -279,7 +282,7 @@ def sample(
       dtype: the floating dtype of the samples (float64 needs ``jax_enable_x64``).
 
     Returns:
-      ``SampleOutput(x [shape], nfe, success=True)``.
+      ``SampleOutput(x [shape], nfe, success)``, success False if a value is non-finite.
 
     Raises:
       ValueError: for a bad ``shape`` or ``grid``.
@@ -402,7 +405,8 @@ class AdaptiveODESampler:
         )
         state = State(solution.y, solution.y)
         x = self.final_step(self.sde, score_fn, state, self.eps)
-        return SampleOutput(x, solution.nfe + self.final_step.nfe, solution.success)
+        success = solution.success & jnp.all(jnp.isfinite(x))
+        return SampleOutput(x, solution.nfe + self.final_step.nfe, success)
 
 
 def sample_adaptive(

@@ -12,7 +12,7 @@ import pytest
 
 from configs import quickstart
 from sde_jax import cli, data, evaluation, likelihood
-from sde_jax.evaluation import parts, samples
+from sde_jax.evaluation import cache, parts, samples, store
 from sde_jax.training import loop
 
 
@@ -290,8 +290,10 @@ def test_evaluate_checkpoint_range_once_and_writes_results(trained, tmp_path, mo
     assert [int(r["step"]) for r in table] == [1, 2]
     np.testing.assert_allclose([float(r["bpd"]) for r in table], [r["bpd"] for r in stored])
     step2 = evaluation.step_dir(workdir, 2)
-    assert os.path.exists(os.path.join(step2, "samples.png"))
-    assert len(os.listdir(os.path.join(step2, "samples"))) == 2  # 12 samples, chunks of 8
+    fingerprint = cache.part_fingerprint(config, "samples", 2)
+    assert os.path.exists(os.path.join(step2, f"samples-{fingerprint}.png"))
+    chunks = os.listdir(os.path.join(step2, f"samples-{fingerprint}"))
+    assert len(chunks) == 2  # 12 samples, chunks of 8
     assert any("events" in f for f in os.listdir(os.path.join(eval_dir, "tensorboard")))
 
     # Enabling another part later evaluates only that part.
@@ -313,3 +315,70 @@ def test_cli_eval(trained, tmp_path, capsys):
     rows = evaluation.read_results(os.path.join(workdir, "eval"))
     assert [r["step"] for r in rows] == [2] and rows[0]["bpd_examples"] == 8
     assert "num_samples" not in rows[0]
+
+
+def _counting_restores(monkeypatch):
+    restored = []
+    restore = parts.restore_ema_params
+    monkeypatch.setattr(
+        parts, "restore_ema_params", lambda e, w, s: restored.append(s) or restore(e, w, s)
+    )
+    return restored
+
+
+def test_changed_settings_compute_a_new_entry_and_same_settings_reuse(
+    trained, tmp_path, monkeypatch
+):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained[0], workdir)
+    restored = _counting_restores(monkeypatch)
+    config = eval_config(enable_bpd=True, enable_loss=False, enable_sampling=False)
+    config.eval.bpd_max_examples = 8
+    (first,) = evaluation.evaluate(config, workdir, step=2)
+    config.eval.bpd_repeats = 1  # was "already evaluated" with the old row before fingerprints
+    (second,) = evaluation.evaluate(config, workdir, step=2)
+    assert restored == [2, 2]
+    assert second["fingerprint"] != first["fingerprint"] and second["bpd"] != first["bpd"]
+    stored = evaluation.read_results(os.path.join(workdir, "eval"))
+    assert sorted(r["fingerprint"] for r in stored) == sorted(
+        [first["fingerprint"], second["fingerprint"]]
+    )
+    config.eval.bpd_repeats = 2  # the first settings again: reused, not recomputed
+    (again,) = evaluation.evaluate(config, workdir, step=2)
+    assert restored == [2, 2] and again == first
+
+
+def test_interrupted_sample_set_is_not_completed_with_other_settings(
+    trained, tmp_path, monkeypatch
+):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained[0], workdir)
+    config = eval_config(enable_bpd=False, enable_loss=False, enable_sampling=True)
+    config.eval.num_samples = 16  # two chunks of 8
+
+    def interrupt(index):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        evaluation.evaluate(config, workdir, step=2, on_chunk=interrupt)
+    old = cache.part_fingerprint(config, "samples", 2)
+    config.sampling.num_steps = 3  # another sampler: another NFE
+    (row,) = evaluation.evaluate(config, workdir, step=2)
+    new = cache.part_fingerprint(config, "samples", 2)
+    step2 = evaluation.step_dir(workdir, 2)
+    assert new != old and len(os.listdir(os.path.join(step2, f"samples-{old}"))) == 1
+    experiment = loop.Experiment(config)
+    sampler = experiment.sampler
+    expected = sampler.stepper.nfe_per_step * sampler.num_steps + sampler.final_step.nfe
+    chunks = [samples.chunk_path(os.path.join(step2, f"samples-{new}"), i) for i in range(2)]
+    nfes = [int(store.load_npz(p)["nfe"]) for p in chunks]
+    assert nfes == [expected, expected] and row["sample_nfe"] == expected
+    # Completing the old directory with the new settings is refused.
+    with pytest.raises(ValueError, match="refusing to complete"):
+        samples.sample_chunks(
+            lambda i: (np.zeros((8, 8, 8, 1), np.uint8), {}),
+            num_samples=16,
+            chunk_size=8,
+            directory=os.path.join(step2, f"samples-{old}"),
+            fingerprint=new,
+        )

@@ -47,7 +47,14 @@ def load_images(
     return found
 
 
-def _to_uint8(config: Any, x: Any) -> np.ndarray:
+def _to_uint8(
+    config: Any, x: Any, output: str | None = None, step: int | None = None
+) -> np.ndarray:
+    """Pixels of data-scaled ``x``; model outputs (``output`` given) are checked finite first."""
+    if output is not None:
+        s = config.sampling
+        label = images.sampler_label(s.method, s.predictor, s.corrector)
+        images.check_finite(np.asarray(x), output, sampler=label, step=step)
     unit = np.clip(data.inverse_scaler(config.data.centered)(np.asarray(x, np.float32)), 0, 1)
     return np.round(unit * 255).astype(np.uint8)
 
@@ -100,7 +107,7 @@ def inpaint_to_files(
     )
     run = jax.jit(lambda key, p, x, m: inpainter(key, experiment.score_fn(p), x, m))
     out = run(jax.random.key(config.seed + 5), params, originals, masks)
-    result, original = _to_uint8(config, out.x), _to_uint8(config, originals)
+    result, original = _to_uint8(config, out.x, output, step), _to_uint8(config, originals)
     mask_u8 = np.round(masks * 255).astype(np.uint8)
     masked = (original * masks).astype(np.uint8)
     _write(
@@ -146,7 +153,7 @@ def colorize_to_files(
     colorizer = builders.colorizer_from_config(experiment.sde, config.sampling, originals.shape)
     run = jax.jit(lambda key, p, g: colorizer(key, experiment.score_fn(p), g))
     out = run(jax.random.key(config.seed + 6), params, gray)
-    result, gray_u8 = _to_uint8(config, out.x), _to_uint8(config, gray)
+    result, gray_u8 = _to_uint8(config, out.x, output, step), _to_uint8(config, gray)
     original = _to_uint8(config, originals)
     _write(
         output,
@@ -189,7 +196,7 @@ def interpolate_to_files(
     out, alphas = run(params, originals[:num_pairs], originals[num_pairs:])
     if not bool(out.success):
         logging.warning("The ODE solver hit sampling.max_steps; the path may be inaccurate.")
-    path = np.swapaxes(_to_uint8(config, out.x), 0, 1)  # [pairs, points, H, W, C]
+    path = np.swapaxes(_to_uint8(config, out.x, output, step), 0, 1)  # [pairs, points, H, W, C]
     ends = _to_uint8(config, originals)
     rows = np.concatenate([ends[:num_pairs, None], path, ends[num_pairs:, None]], axis=1)
     _write(

@@ -1,9 +1,11 @@
 """Evaluating trained checkpoints: bits/dim, eval loss, samples and their FID / IS / KID.
 
 ``evaluate(config, workdir)`` is ``sde-jax eval`` (see :mod:`sde_jax.evaluation.run`);
-``sample_to_files`` is ``sde-jax sample``; ``held_out_bits_per_dim`` is the report at the end of
-``sde-jax train``. The parts, each usable alone: :func:`sharded_bits_per_dim` (resumable,
-sharded bits/dim), :func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
+``sample_to_files`` is ``sde-jax sample``; ``final_bits_per_dim`` is the report at the end of
+``sde-jax train`` (``evaluate``'s bpd part, resumable and cached under the same fingerprints,
+:mod:`sde_jax.evaluation.cache`); ``held_out_bits_per_dim`` the same without a cache. The
+parts, each usable alone: :func:`sharded_bits_per_dim` (resumable, sharded bits/dim),
+:func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
 """
 
 from sde_jax.evaluation.bpd import sharded_bits_per_dim
@@ -17,6 +19,7 @@ from sde_jax.evaluation.run import (
     PARTS,
     enabled_parts,
     evaluate,
+    final_bits_per_dim,
     format_row,
     held_out_bits_per_dim,
     sample_to_files,
@@ -32,6 +35,7 @@ __all__ = [
     "eval_loss",
     "evaluate",
     "features",
+    "final_bits_per_dim",
     "format_row",
     "held_out_bits_per_dim",
     "load_quality_inputs",

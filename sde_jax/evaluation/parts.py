@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import builders, data, inception, likelihood
+from sde_jax import builders, data, images, inception, likelihood
 from sde_jax.evaluation import bpd as bpd_lib
 from sde_jax.evaluation import store
 from sde_jax.training import checkpoint, sharding
@@ -175,14 +175,28 @@ def bits_per_dim_of_split(
     )
 
 
-def make_chunk_sampler(experiment: Experiment, params: Any) -> Callable[[int], tuple]:
-    """``fn(chunk_index) -> (uint8 [eval.batch_size, H, W, C], {'nfe': ...})``, sharded."""
+def make_chunk_sampler(
+    experiment: Experiment, params: Any, step: int | None = None
+) -> Callable[[int], tuple]:
+    """``fn(chunk_index) -> (uint8 [eval.batch_size, H, W, C], {'nfe': ...})``, sharded.
+
+    Raises ``images.NonFiniteSamplesError`` for a chunk with non-finite samples (``step``,
+    the checkpoint's, goes into the message), so no chunk of black images is stored.
+    """
     config, mesh = experiment.config, experiment.mesh
     draw = _draw_fn(experiment)
     key = jax.random.key(config.seed + SAMPLE_SEED)
+    s = config.sampling
+    label = images.sampler_label(s.method, s.predictor, s.corrector)
 
     def sample(index: int):
-        pixels, nfe = draw(params, _replicated_key(jax.random.fold_in(key, index), mesh))
+        pixels, nfe, bad = draw(params, _replicated_key(jax.random.fold_in(key, index), mesh))
+        if int(bad):
+            raise images.NonFiniteSamplesError(
+                f"refusing to write sample chunk {index}: {int(bad)} of {np.size(pixels)} "
+                f"sample values are non-finite (NaN or inf), from sampler {label} at step "
+                f"{step}. The model or the sampler diverged."
+            )
         return np.asarray(pixels), {"nfe": np.asarray(nfe)}
 
     return sample
@@ -190,7 +204,7 @@ def make_chunk_sampler(experiment: Experiment, params: Any) -> Callable[[int], t
 
 @functools.lru_cache(maxsize=4)
 def _draw_fn(experiment: Experiment):
-    """Jitted ``(params, key_data) -> (uint8 images, nfe)``, once per experiment."""
+    """Jitted ``(params, key_data) -> (uint8 images, nfe, non-finite count)``, once each."""
     config, mesh = experiment.config, experiment.mesh
     shape = (config.eval.batch_size, *experiment.image_shape)
     sampler = builders.get_sampler(experiment.sde, config.sampling, shape)
@@ -205,7 +219,7 @@ def _draw_fn(experiment: Experiment):
 
         out = sampler(jax.random.wrap_key_data(key_data), sharded_score)
         pixels = jnp.round(jnp.clip(to_unit(out.x), 0.0, 1.0) * 255).astype(jnp.uint8)
-        return pixels, out.nfe
+        return pixels, out.nfe, jnp.sum(~jnp.isfinite(out.x))
 
     return jax.jit(draw, out_shardings=sharding.replicated(mesh))
 

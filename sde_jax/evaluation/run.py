@@ -15,10 +15,13 @@ parts the config enables, sharded over every device and host:
   Inception weights of ``eval.inception_path``, when both are set.
 
 Everything lands in ``workdir/eval``: ``step_NNNNNNNN/`` holds one checkpoint's partial results
-(``summary.json`` with each finished part, ``bpd.npz`` / ``bpd_train.npz`` per-example
-progress, ``samples/chunk_*.npz`` and ``samples.png``); ``results.json`` and ``results.csv``
-one row per evaluated step; ``tensorboard/`` the rows as scalars and the sample grids. A rerun
-skips finished steps and parts and resumes unfinished ones where they stopped.
+(``summary.json`` with each finished part, ``bpd-<fp>.npz`` / ``bpd_train-<fp>.npz``
+per-example progress, ``samples-<fp>/chunk_*.npz`` and ``samples-<fp>.png``), each under the
+fingerprint ``<fp>`` of the settings that determine it (:mod:`sde_jax.evaluation.cache`);
+``results.json`` and ``results.csv`` one row per evaluated step and settings;
+``tensorboard/`` the rows as scalars and the sample grids. A rerun with the same settings
+skips finished parts and resumes unfinished ones where they stopped, saying which it reuses;
+with other settings it computes new entries beside the old ones.
 """
 
 import math
@@ -34,9 +37,9 @@ from absl import logging
 from clu import metric_writers
 
 from sde_jax import data, images, likelihood
+from sde_jax.evaluation import cache, store
 from sde_jax.evaluation import parts as parts_lib
 from sde_jax.evaluation import samples as samples_lib
-from sde_jax.evaluation import store
 from sde_jax.training import sharding
 from sde_jax.training.loop import Experiment
 
@@ -78,11 +81,15 @@ def _sample_paths(config, directory: str) -> list[str]:
 class _Run:
     """The state shared by the parts of one checkpoint's evaluation."""
 
-    def __init__(self, experiment, params, directory, quality, quality_fn, on_unit, on_chunk):
+    def __init__(self, experiment, params, directory, step, quality, quality_fn, on_unit, on_chunk):
         self.experiment, self.config, self.params = experiment, experiment.config, params
         self.directory, self.quality, self.quality_fn = directory, quality, quality_fn
         self.on_unit, self.on_chunk = on_unit, on_chunk
-        self.grid = None
+        self.step, self.grid = step, None
+        self.fingerprints = {p: cache.part_fingerprint(self.config, p, step) for p in PARTS}
+
+    def _path(self, part: str, suffix: str = "") -> str:
+        return os.path.join(self.directory, cache.entry(part, self.fingerprints[part]) + suffix)
 
     def run(self, part: str) -> dict[str, Any]:
         return getattr(self, f"_{part}")()
@@ -93,7 +100,7 @@ class _Run:
             self.params,
             split,
             jax.random.key(self.config.seed + seed),
-            progress_path=os.path.join(self.directory, f"{name}.npz"),
+            progress_path=self._path(name, ".npz"),
             on_unit=self.on_unit,
         )
         return _bpd_row(name, result)
@@ -112,11 +119,12 @@ class _Run:
 
     def _samples(self):
         paths = samples_lib.sample_chunks(
-            parts_lib.make_chunk_sampler(self.experiment, self.params),
+            parts_lib.make_chunk_sampler(self.experiment, self.params, self.step),
             num_samples=self.config.eval.num_samples,
             chunk_size=self.config.eval.batch_size,
-            directory=os.path.join(self.directory, "samples"),
+            directory=self._path("samples"),
             on_chunk=self.on_chunk,
+            fingerprint=self.fingerprints["samples"],
         )
         nfes, first = [], []
         for path in paths:
@@ -125,13 +133,13 @@ class _Run:
             if sum(len(c) for c in first) < 256:
                 first.append(chunk["samples"])
         first = np.concatenate(first)[:256]
-        samples_lib.save_grid(os.path.join(self.directory, "samples.png"), first)
+        samples_lib.save_grid(self._path("samples", ".png"), first)
         self.grid = images.image_grid(first.astype(np.float32) / 255.0)
         return {"num_samples": self.config.eval.num_samples, "sample_nfe": float(np.mean(nfes))}
 
     def _quality(self):
         feature_fn, reference = self.quality
-        paths = _sample_paths(self.config, os.path.join(self.directory, "samples"))
+        paths = _sample_paths(self.config, self._path("samples"))
         return samples_lib.sample_quality(
             samples_lib.iterate_samples(paths),
             parts_lib.sharded_feature_fn(feature_fn, self.experiment.mesh),
@@ -185,37 +193,80 @@ def evaluate(
     logging.info("Evaluating steps %s: %s.", steps, parts)
     rows = []
     for s in steps:
-        directory = step_dir(workdir, s)
-        summary_path = os.path.join(directory, "summary.json")
-        summary = store.load_json(summary_path, {})
-        todo = [p for p in parts if p not in summary]
-        done_rows = {r["step"]: r for r in store.read_results(eval_dir)}
-        if not todo and s in done_rows:
-            logging.info("Step %d: already evaluated (%s).", s, summary_path)
-            rows.append(done_rows[s])
-            continue
-        run = None
-        if todo:
-            params, _ = parts_lib.restore_ema_params(experiment, workdir, s)
-            run = _Run(experiment, params, directory, quality, quality_fn, on_unit, on_chunk)
-        for part in todo:
-            start = time.monotonic()
-            logging.info("Step %d: evaluating %s.", s, part)
-            summary[part] = {**run.run(part), f"{part}_seconds": time.monotonic() - start}
-            store.save_json(summary_path, summary)
-        row = {"step": s}
-        for part in PARTS:  # parts of earlier runs too, e.g. FID computed once
-            row.update(summary.get(part, {}))
+        row, grid = _evaluate_step(
+            experiment, workdir, s, parts, quality, quality_fn, on_unit, on_chunk
+        )
         rows.append(row)
         store.write_result(eval_dir, row)
         scalars = {k: v for k, v in row.items() if k != "step" and _finite(v)}
         writer.write_scalars(s, scalars)
-        if run is not None and run.grid is not None:
-            writer.write_images(s, {"samples": run.grid[None]})
+        if grid is not None:
+            writer.write_images(s, {"samples": grid[None]})
         logging.info("%s", format_row(row))
     writer.flush()
     writer.close()
     return rows
+
+
+def _evaluate_step(experiment, workdir, step, parts, quality, quality_fn, on_unit, on_chunk):
+    """Evaluates ``parts`` of checkpoint ``step`` not yet stored with their fingerprint.
+
+    Returns:
+      ``(row, grid)``: the result row (every part stored with the current settings, and the
+      row's ``fingerprint``) and the sample grid, or None when no samples were drawn.
+    """
+    config = experiment.config
+    directory = step_dir(workdir, step)
+    summary_path = os.path.join(directory, "summary.json")
+    summary = store.load_json(summary_path, {})
+    fingerprints = {p: cache.part_fingerprint(config, p, step) for p in PARTS}
+    for part in parts:
+        logging.info("%s", cache.describe(step, part, fingerprints[part], summary))
+    todo = [p for p in parts if cache.entry(p, fingerprints[p]) not in summary]
+    run = None
+    if todo:
+        params, _ = parts_lib.restore_ema_params(experiment, workdir, step)
+        run = _Run(experiment, params, directory, step, quality, quality_fn, on_unit, on_chunk)
+    for part in todo:
+        start = time.monotonic()
+        summary[cache.entry(part, fingerprints[part])] = {
+            **run.run(part),
+            f"{part}_seconds": time.monotonic() - start,
+        }
+        store.save_json(summary_path, summary)
+    row = {"step": step, "fingerprint": store.fingerprint(fingerprints)}
+    for part in PARTS:  # parts of earlier runs too (e.g. FID computed once), same settings only
+        row.update(summary.get(cache.entry(part, fingerprints[part]), {}))
+    return row, None if run is None else run.grid
+
+
+def final_bits_per_dim(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    on_unit: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The ``bpd`` part of the newest checkpoint, through :func:`evaluate`'s cache.
+
+    What ``sde-jax train`` reports at the end: resumable (per-unit progress in
+    ``step_dir/bpd-<fingerprint>.npz``), reused when stored with the same settings (by this
+    or by ``sde-jax eval``), and added to ``results.json``.
+
+    Args:
+      config: the experiment config.
+      workdir: the run's directory.
+      on_unit: called after each saved unit as ``on_unit(batch_index, repeat)``; raising
+        from it stops the evaluation with the progress kept.
+
+    Returns:
+      The result row (``bpd``, ``bpd_stderr``, ... and the other parts stored for the step).
+    """
+    experiment = Experiment(config)
+    _check_eval_config(config.eval, experiment.mesh)
+    (step,) = parts_lib.checkpoint_steps(workdir)
+    row, _ = _evaluate_step(experiment, workdir, step, ["bpd"], None, None, on_unit, None)
+    store.write_result(os.path.join(workdir, "eval"), row)
+    return row
 
 
 def _finite(value: Any) -> bool:
@@ -284,10 +335,14 @@ def sample_to_files(
     params, step = parts_lib.restore_ema_params(experiment, workdir, step)
     to_unit = data.inverse_scaler(config.data.centered)
     batches, done = [], 0
+    s = config.sampling
+    label = images.sampler_label(s.method, s.predictor, s.corrector)
     key = jax.random.key(config.seed + parts_lib.SAMPLE_SEED)
     while done < num_samples:
         out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
-        x = np.clip(to_unit(np.asarray(out.x)), 0.0, 1.0)
+        x = to_unit(np.asarray(out.x))
+        images.check_finite(x, output, sampler=label, step=step)
+        x = np.clip(x, 0.0, 1.0)
         batches.append(np.round(x * 255).astype(np.uint8))
         done += x.shape[0]
         samples = np.concatenate(batches)[:num_samples]

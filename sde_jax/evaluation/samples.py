@@ -35,6 +35,7 @@ def sample_chunks(
     chunk_size: int,
     directory: str,
     on_chunk: Callable[[int], None] | None = None,
+    fingerprint: str | None = None,
 ) -> list[str]:
     """Draws ``num_samples`` images into ``directory/chunk_NNNNNN.npz``, skipping existing chunks.
 
@@ -46,13 +47,16 @@ def sample_chunks(
       chunk_size: images per call of ``sample_fn``.
       directory: where the chunks go.
       on_chunk: called with the index of every chunk drawn (not of those skipped).
+      fingerprint: the settings' fingerprint (``evaluation.cache``), stored in every chunk;
+        an existing chunk with another one is never completed or mixed in.
 
     Returns:
       The chunk files, in order.
 
     Raises:
       ValueError: for a non-positive ``num_samples`` or ``chunk_size``, or a ``sample_fn``
-        returning something other than ``chunk_size`` uint8 images.
+        returning something other than ``chunk_size`` uint8 images, or a chunk on disk
+        drawn with another ``fingerprint``.
     """
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -60,6 +64,8 @@ def sample_chunks(
     num_chunks = -(-num_samples // chunk_size)
     paths = [chunk_path(directory, i) for i in range(num_chunks)]
     todo = [i for i, path in enumerate(paths) if not store.exists(path)]  # decided once
+    if fingerprint is not None:
+        _check_fingerprints([p for i, p in enumerate(paths) if i not in todo], fingerprint)
     if len(todo) < num_chunks:
         logging.info(
             "Sampling: %d of %d chunks already on disk.", num_chunks - len(todo), num_chunks
@@ -74,6 +80,8 @@ def sample_chunks(
                 f"{batch.shape}."
             )
         count = min(chunk_size, num_samples - index * chunk_size)
+        if fingerprint is not None:
+            extras = {**extras, "fingerprint": np.asarray(fingerprint)}
         store.save_npz(paths[index], samples=batch[:count], **extras)
         per_chunk = (time.monotonic() - start) / done
         logging.info(
@@ -86,6 +94,17 @@ def sample_chunks(
         if on_chunk is not None:
             on_chunk(index)
     return paths
+
+
+def _check_fingerprints(paths: list[str], fingerprint: str) -> None:
+    for path in paths:
+        found = store.load_npz(path).get("fingerprint")
+        if found is None or str(found) != fingerprint:
+            raise ValueError(
+                f"the sample chunk {path} was drawn with settings of fingerprint "
+                f"{None if found is None else str(found)}, not {fingerprint}; refusing to "
+                "complete the set with other settings. Use a new directory or delete it."
+            )
 
 
 def iterate_samples(paths: Iterable[str]) -> Iterator[np.ndarray]:

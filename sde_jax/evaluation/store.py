@@ -7,6 +7,7 @@ reads.
 """
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -68,6 +69,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def fingerprint(values: Mapping[str, Any]) -> str:
+    """A short hash of ``values``: sha256 of their sorted-key JSON, first 12 hex digits.
+
+    Values are numbers, strings, None, lists and mappings (``ConfigDict.to_dict()``).
+    """
+    text = json.dumps(_jsonable(values), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def save_json(path: str, value: Any) -> None:
     """Atomically writes ``value`` as JSON (numpy values converted, NaN as null)."""
     atomic_write(path, json.dumps(_jsonable(value), indent=1, sort_keys=True).encode())
@@ -87,10 +97,11 @@ def read_results(directory: str) -> list[dict[str, Any]]:
 
 
 def write_result(directory: str, row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Adds (or replaces) the row of ``row['step']`` in ``results.json`` and ``results.csv``.
+    """Adds (or replaces) the row of ``(row['step'], row['fingerprint'])`` in the tables.
 
-    The CSV has one column per metric that any row holds, ``step`` first; a metric a row
-    lacks is an empty cell.
+    Rows of the same step with another fingerprint (other settings), and rows written before
+    fingerprints existed (no ``fingerprint``), are kept. The CSV has one column per metric
+    that any row holds, ``step`` first; a metric a row lacks is an empty cell.
 
     Returns:
       All rows, sorted by step.
@@ -98,7 +109,9 @@ def write_result(directory: str, row: Mapping[str, Any]) -> list[dict[str, Any]]
     row = _jsonable(dict(row))
     if "step" not in row:
         raise ValueError(f"row must have a 'step', got keys {sorted(row)}.")
-    rows = [r for r in read_results(directory) if r["step"] != row["step"]] + [row]
+    key = (row["step"], row.get("fingerprint"))
+    rows = [r for r in read_results(directory) if (r["step"], r.get("fingerprint")) != key]
+    rows.append(row)
     rows.sort(key=lambda r: r["step"])
     save_json(os.path.join(directory, RESULTS_JSON), {"rows": rows})
     columns = ["step", *sorted({k for r in rows for k in r} - {"step"})]

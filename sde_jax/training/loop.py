@@ -234,13 +234,33 @@ class _EvalLoss:
 
 def write_samples(
     experiment: Experiment, state: TrainState, step: int, workdir: str, writer
-) -> str:
-    """Samples a grid with the EMA parameters; writes a PNG and a TensorBoard image."""
+) -> str | None:
+    """Samples a grid with the EMA parameters; writes a PNG and a TensorBoard image.
+
+    Non-finite samples are logged as an error and the grid is skipped (returns None) rather
+    than stopping a long run: a diverged model also shows in the loss, which stops training,
+    and checkpoints are checked on their own; a sampler too coarse for its SDE fails before
+    training starts (``FixedGridSampler``'s validation).
+
+    Returns:
+      The PNG's path, or None when the grid was skipped.
+    """
     key = jax.random.fold_in(jax.random.key(experiment.config.seed + 2), step)
     out = experiment.sample_fn(key, state.ema_params)
     x = data.inverse_scaler(experiment.config.data.centered)(np.asarray(out.x))
-    grid = images.image_grid(x)
     path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
+    s = experiment.config.sampling
+    try:
+        images.check_finite(
+            x,
+            path,
+            sampler=images.sampler_label(s.method, s.predictor, s.corrector),
+            step=step,
+        )
+    except images.NonFiniteSamplesError as e:
+        logging.error("Skipped the sample grid of step %d: %s", step, e)
+        return None
+    grid = images.image_grid(x)
     if jax.process_index() == 0:
         images.save_png(path, grid)
     writer.write_images(step, {"samples": grid[None]})
@@ -380,7 +400,8 @@ def _train(experiment: Experiment, ckpt: checkpoint.Checkpointer, workdir: str) 
             save(periodic=True)
             if t.snapshot_sampling and experiment.sampler is not None:
                 path = write_samples(experiment, state, step, workdir, writer)
-                logging.info("Wrote samples of step %d to %s.", step, path)
+                if path is not None:
+                    logging.info("Wrote samples of step %d to %s.", step, path)
         elif crossed(t.snapshot_freq_for_preemption) or preempted:
             save(periodic=False)
         if preempted:
