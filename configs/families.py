@@ -187,8 +187,8 @@ def smoke(config: Config) -> Config:
     """Shrinks a config to run on CPU in seconds; the family settings stay as they are.
 
     Tiny network (nf 16, ch_mult (1, 2), 1 block, attention at the lowest resolution,
-    dropout 0) on 16x16 images, batch 8, 3 steps, 8 sampling steps. The DDPM baseline
-    keeps nf 32 (its GroupNorm has 32 groups everywhere). Samplers with the discrete VP
+    dropout 0) on 16x16 images, batch 8, 3 steps, 8 sampling steps of one corrector step
+    each. The DDPM baseline keeps nf 32 (its GroupNorm has 32 groups everywhere). Samplers with the discrete VP
     steps (:func:`_uses_beta_table`) get ``floor(beta_max) + 1`` steps instead (21 for the
     paper's beta_max 20): with fewer, a DDPM noise level beta_max / N reaches 1 and the
     sampler refuses the grid (``sde_jax.steppers.validity``).
@@ -209,6 +209,7 @@ def smoke(config: Config) -> Config:
     training.sample_batch_size = 8
     config.optim.warmup = 2
     config.sampling.num_steps = 8
+    config.sampling.n_steps_each = 1  # NCSN's 100 Langevin steps per level: 800 evaluations
     if _uses_beta_table(config):
         config.sampling.num_steps = math.floor(config.sde.beta_max) + 1
     config.eval.batch_size = 8

@@ -308,7 +308,7 @@ def test_smoke_keeps_the_family(name):
     full, smoke = flat(get(name)), flat(get(name, "smoke"))
     changed = {k for k in full if full[k] != smoke[k]}
     shrunk = {"model.", "training.", "data.image_size", "eval.", "optim.warmup"}
-    shrunk |= {"sampling.num_steps"}
+    shrunk |= {"sampling.num_steps", "sampling.n_steps_each"}
     assert all(key.startswith(tuple(shrunk)) for key in changed), changed
     family = ("model.name", "model.embedding_type", "model.fir", "model.progressive")
     family += ("model.scale_by_sigma", "training.continuous", "training.reduce_mean")
