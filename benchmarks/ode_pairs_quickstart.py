@@ -124,7 +124,7 @@ def main(workdir: str) -> None:
             err = np.max(np.abs(logp - ref)) if ok else np.inf
             points[name, exponent] = (int(nfe), err)
             mean_err = abs(logp.mean() - ref.mean()) * to_bpd
-            timing = "| |"
+            timing = "| | |"
             if exponent == np.log10(TOL):
                 seconds = best_time(solve, x, repeats=2)
                 timing = f"| {seconds:.2f} | {1e3 * seconds / int(nfe):.1f} |"
