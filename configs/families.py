@@ -188,10 +188,10 @@ def smoke(config: Config) -> Config:
 
     Tiny network (nf 16, ch_mult (1, 2), 1 block, attention at the lowest resolution,
     dropout 0) on 16x16 images, batch 8, 3 steps, 8 sampling steps of one corrector step
-    each. The DDPM baseline keeps nf 32 (its GroupNorm has 32 groups everywhere). Samplers with the discrete VP
-    steps (:func:`_uses_beta_table`) get ``floor(beta_max) + 1`` steps instead (21 for the
-    paper's beta_max 20): with fewer, a DDPM noise level beta_max / N reaches 1 and the
-    sampler refuses the grid (``sde_jax.steppers.validity``).
+    each. The DDPM baseline keeps nf 32 (its GroupNorm has 32 groups everywhere). Samplers
+    with the discrete VP steps (:func:`_uses_beta_table`) get ``floor(beta_max) + 1`` steps
+    instead (21 for the paper's beta_max 20): with fewer, a DDPM noise level beta_max / N
+    reaches 1 and the sampler refuses the grid (``sde_jax.steppers.validity``).
     """
     model, data, training = config.model, config.data, config.training
     model.nf = 32 if model.name == "ddpm" else 16
