@@ -91,10 +91,10 @@ def _hand_built(sde, num_steps):
 
 def test_every_fixed_grid_method_builds_its_stepper_on_its_default_grid():
     sde = VPSDE()
-    expected = _hand_built(sde, 10)
+    expected = _hand_built(sde, 25)
     assert set(expected) == set(builders.METHODS) - {"ode"}
     for method, (stepper, grid) in expected.items():
-        sampler = builders.get_sampler(sde, {"method": method, "num_steps": 10}, (4, 3))
+        sampler = builders.get_sampler(sde, {"method": method, "num_steps": 25}, (4, 3))
         assert sampler.stepper == stepper, method
         np.testing.assert_allclose(sampler.grid, grid, rtol=1e-6, err_msg=method)
         final = sampling.NoiseFreeMean() if method == "pc" else sampling.TweedieDenoising()

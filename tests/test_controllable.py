@@ -309,7 +309,7 @@ def test_inpainting_sharded_over_devices_equals_one_device():
     data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
     mask = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
     inpainter = builders.inpainter_from_config(
-        sde, {"method": "pc", "num_steps": 10}, (n, 4), method="reconstruction"
+        sde, {"method": "pc", "num_steps": 20}, (n, 4), method="reconstruction"
     )
     run = jax.jit(lambda key, data: inpainter(key, g.score_fn(sde), data, mask).x)
     single = run(jax.random.key(2), data)
@@ -406,8 +406,8 @@ def test_object_and_config_builders_agree():
     stepper = steppers.PredictorCorrector(
         steppers.ReverseDiffusion(sde), steppers.Langevin(sde, snr=0.16)
     )
-    sampler = sampling.FixedGridSampler(sde, stepper, grids.uniform_grid(sde, 10, 1e-3), (n, 4))
-    config = {"method": "pc", "num_steps": 10}
+    sampler = sampling.FixedGridSampler(sde, stepper, grids.uniform_grid(sde, 20, 1e-3), (n, 4))
+    config = {"method": "pc", "num_steps": 20}
     key, score_fn = jax.random.key(3), g.score_fn(sde)
     for method in ("replacement", "reconstruction"):
         by_hand = controllable.get_inpainter(sampler, method=method)(key, score_fn, data, mask)

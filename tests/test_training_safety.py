@@ -105,6 +105,7 @@ def test_resuming_with_another_sde_or_model_fails_naming_the_keys(diverged):
     workdir, _ = diverged
     other = config(n_iters=3)
     other.sde.name = "vpsde"
+    other.sampling.num_steps = 20  # VP's discrete PC sampler needs >= 20 (sampling: not compared)
     other.model.dropout = 0.1
     other.optim.lr = 1e-3  # a training hyper-parameter: may change
     with pytest.raises(checkpoint.ConfigMismatchError) as error:
