@@ -60,6 +60,7 @@ def test_every_fast_stepper_vmaps_over_keys_differentiates_and_shards():
     sharded = _jit(run_all, out_shardings=NamedSharding(mesh, PartitionSpec("data")))(keys[0])
     for x, batch in zip(jax.block_until_ready(sharded), batches, strict=True):
         assert len(x.sharding.device_set) == 8
+        # Measured: up to 2e-5 apart (float32; the vmapped and the sharded programs differ).
         np.testing.assert_allclose(x, batch[0], rtol=1e-4, atol=1e-4)
 
     # Data N(0, a^2 I): each sample's dependence on a, by reverse mode and central differences.
