@@ -67,15 +67,16 @@ def train_step_flops(per_device_batch: int, config=None) -> tuple[float, int]:
     shapes and reads XLA's cost analysis.
     """
     from configs.ve import cifar10_ncsnpp_continuous
-    from sde_jax import builders, losses
+    from sde_jax import losses
+    from sde_jax.experiment import build
     from sde_jax.training.state import create_state
     from sde_jax.training.step import train_step
 
     config = config or cifar10_ncsnpp_continuous.get_config()
     size, channels = config.data.image_size, config.data.num_channels
-    model = builders.build_model_from_config(config)
-    sde = builders.build_sde(config.sde)
-    tx = builders.build_optimizer(config.optim)
+    model = build.build_model_from_config(config)
+    sde = build.build_sde(config.sde)
+    tx = build.build_optimizer(config.optim)
     t = config.training
     loss_fn = losses.get_loss_fn(
         sde, continuous=t.continuous, reduce_mean=t.reduce_mean, eps=t.eps,

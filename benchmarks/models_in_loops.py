@@ -220,11 +220,12 @@ def likelihood_in_loops(sde, score_of, params, x, repeats: int) -> dict:
 def train_step_compile(sde, model, params, x) -> float:
     """Seconds to lower and compile the train step of ``model`` (Adam, EMA, the DSM loss)."""
     from configs import default
-    from sde_jax import builders, losses
+    from sde_jax import losses
+    from sde_jax.experiment import build
     from sde_jax.training.state import create_state
     from sde_jax.training.step import train_step
 
-    tx = builders.build_optimizer(default.get_default_config().optim)
+    tx = build.build_optimizer(default.get_default_config().optim)
     state = create_state(params, tx, jax.random.key(0))
     step = functools.partial(
         train_step, model=model, sde=sde, loss_fn=losses.get_loss_fn(sde), tx=tx,

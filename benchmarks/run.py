@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Before JAX initializes its backends (machine_description does): sde_jax's import sets the
-# XLA CPU flags every sde_jax process runs with (sde_jax.platform), so the figures are those a
+# XLA CPU flags every sde_jax process runs with (sde_jax.runtime), so the figures are those a
 # user gets. Without it the first section ran under other flags and was 10-15% slower.
 import sde_jax  # noqa: F401
 

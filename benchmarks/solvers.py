@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sde_jax import VESDE, VPSDE, builders
+from sde_jax import VESDE, VPSDE
+from sde_jax.experiment import build as builders
 
 NFES = (5, 10, 20, 35, 50)
 DIM, N = 32, 2000

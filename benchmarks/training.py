@@ -54,18 +54,18 @@ def measure(
     import numpy as np
 
     from configs import default
-    from sde_jax import builders, losses
+    from sde_jax import losses, sharding
+    from sde_jax.experiment import build
     from sde_jax.models import presets
-    from sde_jax.platform import block_if_needed, must_block_each_step
-    from sde_jax.training import sharding
+    from sde_jax.runtime import block_if_needed, must_block_each_step
     from sde_jax.training.state import create_state
     from sde_jax.training.step import network_score_fn, train_step
 
-    sde = builders.build_sde(default.get_default_config().sde)
+    sde = build.build_sde(default.get_default_config().sde)
     sizes, default_batch = SIZES[size]
     batch = batch or default_batch
     model = presets.ncsnpp_cifar10(dropout=0.0, dtype=jnp.dtype(dtype), **sizes)
-    tx = builders.build_optimizer(default.get_default_config().optim)
+    tx = build.build_optimizer(default.get_default_config().optim)
     loss_fn = losses.get_loss_fn(sde)
     mesh = sharding.make_mesh(None, 1)
     block = must_block_each_step()

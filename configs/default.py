@@ -109,7 +109,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     sampling.rtol = 1e-5
     sampling.atol = 1e-5
     sampling.max_steps = 4096  # 'ode': the adaptive solver's step limit
-    # The fast solvers (sde_jax.builders.METHODS), settable from the command line, e.g.
+    # The fast solvers (sde_jax.experiment.build.METHODS), settable from the command line, e.g.
     # --config.sampling.method=unipc --config.sampling.num_steps=10. None: the method's default.
     optional = ml_collections.config_dict.placeholder
     sampling.grid = optional(str)  # a name in sde_jax.grids.GRIDS

@@ -36,9 +36,9 @@ The public surface, in one place:
   builders' ``*_from_config``), ``cli`` (the ``sde-jax`` command).
 """
 
-from sde_jax import platform as _platform
+from sde_jax import runtime as _runtime
 
-_platform.apply_xla_cpu_workarounds()
+_runtime.apply_xla_cpu_workarounds()
 
 from sde_jax import (  # noqa: E402
     adjoint,
@@ -51,9 +51,10 @@ from sde_jax import (  # noqa: E402
     sampling,
     steppers,
 )
+from sde_jax.experiment.build import get_sampler  # noqa: E402
 from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
 from sde_jax.losses import get_loss_fn  # noqa: E402
-from sde_jax.sampling import SampleOutput, get_sampler  # noqa: E402
+from sde_jax.sampling import SampleOutput  # noqa: E402
 from sde_jax.sdes import (  # noqa: E402
     EDMSDE,
     SDE,

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sde_jax.array_types import Array, Data, Key, PerExample, Times
 from sde_jax.sdes import SDE, batch_times, expand_to
-from sde_jax.typing import Array, Data, Key, PerExample, Times
 
 __all__ = [
     "ClassifierLossOutput",

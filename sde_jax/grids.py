@@ -18,8 +18,8 @@ The first and last nodes are set to T and eps exactly.
 
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array
 from sde_jax.sdes import SDE, check_log_snr_inverse
-from sde_jax.typing import Array
 
 
 def _check(num_steps: object, eps: object, T: float) -> None:

@@ -32,8 +32,8 @@ from jaxtyping import Float, Int
 
 from sde_jax import ode
 from sde_jax.adjoint import check_adjoint
+from sde_jax.array_types import Array, ArrayLike, Data, Key, PerExample, ScoreFn
 from sde_jax.sdes import SDE, check_log_snr_inverse, probability_flow_drift
-from sde_jax.typing import Array, ArrayLike, Data, Key, PerExample, ScoreFn
 
 __all__ = [
     "BitsPerDim",

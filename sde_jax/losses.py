@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, Data, Key, PerExample, ScoreFn
 from sde_jax.sdes import (
     SDE,
     DiscreteDDPM,
@@ -34,7 +35,6 @@ from sde_jax.sdes import (
     check_log_snr_inverse,
     expand_to,
 )
-from sde_jax.typing import Array, Data, Key, PerExample, ScoreFn
 
 __all__ = [
     "LossFn",

@@ -37,8 +37,8 @@ from typing import Literal, NamedTuple, get_args
 import jax
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, ArrayLike, Data, PerExample, ScoreFn, Times
 from sde_jax.sdes import SDE, batch_times, expand_to
-from sde_jax.typing import Array, ArrayLike, Data, PerExample, ScoreFn, Times
 
 __all__ = [
     "PRECONDITIONINGS",

@@ -18,9 +18,9 @@ what the last step returns::
 The drivers are pure functions with their loops on device (``lax.scan`` over a fixed grid,
 ``lax.while_loop`` inside the adaptive solver); they contain no ``jit`` and no sharding, so
 the caller compiles them, vmaps them over keys, differentiates through them or shards the
-batch. Reading a config is not done here: ``sde_jax.builders.get_sampler`` turns a config's
-sampling section (the original score_sde's names) into these objects, and
-:func:`get_sampler` here forwards to it for existing callers.
+batch. Reading a config is not done here: ``sde_jax.experiment.build.get_sampler`` (also
+``sde_jax.get_sampler``) turns a config's sampling section (the original score_sde's names)
+into these objects.
 """
 
 import dataclasses
@@ -34,10 +34,10 @@ import numpy as np
 
 from sde_jax import ode
 from sde_jax.adjoint import check_adjoint
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers import State, Stepper, denoise
 from sde_jax.steppers.validity import check_discrete_steps
-from sde_jax.typing import Array, Key, ScoreFn
 
 
 class SampleOutput(NamedTuple):
@@ -268,7 +268,7 @@ def sample(
 
     Algorithm 1 of the paper with a PC stepper; any stepper, grid and final step otherwise.
     Equal to ``FixedGridSampler(sde, stepper, grid, shape, final_step, dtype)(key, score_fn)``
-    (and so to ``builders.get_sampler``'s sampler of the same parts, key for key).
+    (and so to ``build.get_sampler``'s sampler of the same parts, key for key).
 
     Args:
       key: PRNG key (split into the prior's and the steps').
@@ -451,19 +451,6 @@ def sample_adaptive(
     eps = default_eps(sde) if eps is None else eps
     sampler = AdaptiveODESampler(sde, shape, eps, rtol, atol, max_steps, final_step, dtype, adjoint)
     return sampler(key, score_fn)
-
-
-def get_sampler(
-    sde: SDE, config: Any, shape: tuple[int, ...], dtype: Any = jnp.float32
-) -> FixedGridSampler | AdaptiveODESampler:
-    """The config builder ``sde_jax.builders.get_sampler``, importable here for existing callers.
-
-    Config-to-object code lives at the edge, in :mod:`sde_jax.builders`; this forwards to it
-    (importing it on call, as ``builders`` imports this module).
-    """
-    from sde_jax import builders
-
-    return builders.get_sampler(sde, config, shape, dtype)
 
 
 def default_eps(sde: SDE) -> float:

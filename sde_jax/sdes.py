@@ -45,7 +45,7 @@ from typing import ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
-from sde_jax.typing import Array, ArrayLike, Data, Key, PerExample, ScoreFn, Times
+from sde_jax.array_types import Array, ArrayLike, Data, Key, PerExample, ScoreFn, Times
 
 __all__ = [
     "EDMSDE",

@@ -4,7 +4,7 @@ import os
 import tempfile
 
 # Must happen before JAX initializes its backends (some test modules use JAX at collection,
-# before `import sde_jax` would add its XLA CPU workaround: see sde_jax.platform).
+# before `import sde_jax` would add its XLA CPU workaround: see sde_jax.runtime).
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="

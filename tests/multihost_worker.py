@@ -27,7 +27,7 @@ def main():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     sys.path.insert(0, os.getcwd())
-    from sde_jax.training import sharding
+    from sde_jax import sharding
     from tests import test_training
 
     mesh = sharding.make_mesh(None, 1)

@@ -4,7 +4,7 @@
 
 Run once, on the code before the solver-core redesign (issue 14), on CPU in float32:
 the redesign must reproduce these samples for the same keys. Each case is a sampling config
-(the original's key names) run through ``sampling.get_sampler`` on a 3-D Gaussian's exact
+(the original's key names) run through ``experiment.build.get_sampler`` on a 3-D Gaussian's exact
 score, batch 4, key 0. They were recorded on the grid every method then defaulted to,
 uniform in t; since each method has its own default grid (issue 15), the cases name it.
 """
@@ -14,7 +14,8 @@ import pathlib
 import jax
 import numpy as np
 
-from sde_jax import VESDE, VPSDE, SubVPSDE, sampling
+from sde_jax import VESDE, VPSDE, SubVPSDE
+from sde_jax.experiment import build
 
 try:
     from tests.gaussians import Gaussian
@@ -54,7 +55,7 @@ def cases():
         yield f"ve/{name}", "ve", config
 
 
-def run_case(sde_name, config, get_sampler=sampling.get_sampler):
+def run_case(sde_name, config, get_sampler=build.get_sampler):
     sde = SDES[sde_name]
     score_fn = Gaussian.random(SHAPE[1], seed=3).score_fn(sde)
     sampler = get_sampler(sde, config, SHAPE)

@@ -6,18 +6,8 @@ import pytest
 from gaussians import DATA, DIM, check_gaussian_samples
 
 from configs import default
-from sde_jax import (
-    EDMSDE,
-    VESDE,
-    VPSDE,
-    CosineVPSDE,
-    SubVPSDE,
-    builders,
-    grids,
-    ode,
-    sampling,
-    steppers,
-)
+from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE, grids, ode, sampling, steppers
+from sde_jax.experiment import build
 
 
 @pytest.mark.parametrize(
@@ -28,7 +18,7 @@ def test_build_sde(name, cls):
     section.name = name
     section.sigma_max = 90.0
     section.beta_max = 10.0
-    sde = builders.build_sde(section)
+    sde = build.build_sde(section)
     assert isinstance(sde, cls)
     if cls is VESDE:
         assert (sde.sigma_min, sde.sigma_max) == (0.01, 90.0)
@@ -39,9 +29,9 @@ def test_build_sde(name, cls):
 def test_build_new_sdes_from_their_own_fields():
     section = default.get_default_config().sde
     section.name, section.sigma_min, section.sigma_max = "edmsde", 0.002, 80.0
-    assert builders.build_sde(section) == EDMSDE(sigma_min=0.002, sigma_max=80.0)
+    assert build.build_sde(section) == EDMSDE(sigma_min=0.002, sigma_max=80.0)
     section.name = "cosinevpsde"  # no offset / t_max in the section: the defaults
-    assert builders.build_sde(section) == CosineVPSDE()
+    assert build.build_sde(section) == CosineVPSDE()
 
 
 def test_unknown_sde_lists_the_valid_names():
@@ -51,7 +41,7 @@ def test_unknown_sde_lists_the_valid_names():
         ValueError,
         match=r"sde.name must be one of \['cosinevpsde', 'edmsde', 'subvpsde', 'vesde', 'vpsde'\]",
     ):
-        builders.build_sde(section)
+        build.build_sde(section)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,9 +82,9 @@ def _hand_built(sde, num_steps):
 def test_every_fixed_grid_method_builds_its_stepper_on_its_default_grid():
     sde = VPSDE()
     expected = _hand_built(sde, 25)
-    assert set(expected) == set(builders.METHODS) - {"ode"}
+    assert set(expected) == set(build.METHODS) - {"ode"}
     for method, (stepper, grid) in expected.items():
-        sampler = builders.get_sampler(sde, {"method": method, "num_steps": 25}, (4, 3))
+        sampler = build.get_sampler(sde, {"method": method, "num_steps": 25}, (4, 3))
         assert sampler.stepper == stepper, method
         np.testing.assert_allclose(sampler.grid, grid, rtol=1e-6, err_msg=method)
         final = sampling.NoiseFreeMean() if method == "pc" else sampling.TweedieDenoising()
@@ -105,7 +95,7 @@ def test_method_keys_reach_the_steppers_and_a_named_grid_wins():
     sde = VESDE()
 
     def stepper(**section):
-        return builders.get_sampler(sde, {"num_steps": 8, **section}, (4, 3)).stepper
+        return build.get_sampler(sde, {"num_steps": 8, **section}, (4, 3)).stepper
 
     assert stepper(method="ddim", eta=0.5) == steppers.DDIM(sde, eta=0.5)
     assert stepper(method="dpm_solver++_2m_sde", eta=0.3, s_noise=0.9) == (
@@ -116,7 +106,7 @@ def test_method_keys_reach_the_steppers_and_a_named_grid_wins():
     churned = stepper(method="edm", s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
     assert churned == steppers.EDMStochastic(sde, 8, 40.0, 0.05, 50.0, 1.003)
     assert stepper(method="edm").s_tmax == math.inf
-    grid = builders.get_sampler(sde, {"method": "edm_heun", "grid": "log_snr"}, (4, 3)).grid
+    grid = build.get_sampler(sde, {"method": "edm_heun", "grid": "log_snr"}, (4, 3)).grid
     np.testing.assert_allclose(grid, grids.log_snr_grid(sde, 1000, sde.default_eps), rtol=1e-6)
     with pytest.raises(ValueError, match="order"):
         stepper(method="unipc", order=7)
@@ -146,6 +136,6 @@ def test_new_methods_by_name_sample_gaussian_data(method, num_steps):
     section = {"method": method, "num_steps": num_steps}
     if method == "edm":
         section |= {"s_churn": 10.0}
-    sampler = builders.get_sampler(sde, section, (512, DIM))
+    sampler = build.get_sampler(sde, section, (512, DIM))
     out = jax.jit(lambda k: sampler(k, DATA.score_fn(sde)))(jax.random.key(3))
     check_gaussian_samples(out.x, bias=0.02)

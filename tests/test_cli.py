@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from sde_jax import cli
+from sde_jax.apps import cli
 
 
 def test_help_lists_commands(capsys):
@@ -24,7 +24,7 @@ def test_unknown_command_names_the_valid_ones(capsys):
 
 def test_console_script_info_runs():
     result = subprocess.run(
-        [sys.executable, "-c", "from sde_jax.cli import run; run(['sde-jax', 'info'])"],
+        [sys.executable, "-c", "from sde_jax.apps.cli import run; run(['sde-jax', 'info'])"],
         capture_output=True,
         text=True,
         check=True,

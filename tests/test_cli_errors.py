@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from launch import slurm
-from sde_jax import cli
+from sde_jax.apps import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.path.join(ROOT, "configs", "quickstart.py") + ":smoke"

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sde_jax import VPSDE, class_samples, data, evaluation
+from sde_jax import VPSDE, data, evaluation
+from sde_jax.apps import class_samples
 from sde_jax.models import DDPM, NCSNpp, get_score_fn
 from sde_jax.training import loop
 from sde_jax.training.step import drop_labels
@@ -197,7 +198,7 @@ def test_sample_class_cli_uses_classifier_free_guidance(trained):
     config_path = root / "cfg_config.py"
     config_path.write_text(CONFIG_FILE)
     out = root / "cli" / "classes.npz"
-    command = [sys.executable, "-m", "sde_jax.cli", "sample", f"--config={config_path}"]
+    command = [sys.executable, "-m", "sde_jax.apps.cli", "sample", f"--config={config_path}"]
     command += [f"--workdir={root / 'cfg'}", "--class=0,3,7", "--num_samples=6"]
     command += ["--guidance_scale=2.0", f"--output={out}"]
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": ROOT}

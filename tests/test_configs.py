@@ -16,9 +16,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import default
-from sde_jax.builders import build_sde
+from sde_jax.experiment.build import build_sde, get_sampler
 from sde_jax.models import build_model
-from sde_jax.sampling import get_sampler
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 NOT_EXPERIMENTS = {"__init__", "default", "families"}
@@ -122,12 +121,11 @@ def test_command_line_can_pick_any_fast_solver_and_set_its_keys(name):
     """Every sampling key of the builder is in each config, with the type the command line's
     ``--config.sampling.KEY=VALUE`` gives it: a locked ConfigDict (what ml_collections' flags
     override) accepts exactly those assignments and refuses new keys."""
-    from sde_jax import builders, grids, steppers
+    from sde_jax import grids, steppers
+    from sde_jax.experiment import build
 
     config = get(name)
-    assert set(builders.DEFAULTS) <= set(config.sampling), set(builders.DEFAULTS) - set(
-        config.sampling
-    )
+    assert set(build.DEFAULTS) <= set(config.sampling), set(build.DEFAULTS) - set(config.sampling)
     config.lock()
     section = config.sampling
     section.method, section.order, section.variant = "unipc", 2, "bh1"

@@ -2,7 +2,7 @@
 the exact probability-flow map of Gaussian data.
 
 The builders take samplers (``controllable.get_inpainter(sampler)`` ...); most cases are
-configured through their config versions at the edge (``builders.inpainter_from_config`` ...),
+configured through their config versions at the edge (``build.inpainter_from_config`` ...),
 which build the same objects (``test_object_and_config_builders_agree``).
 """
 
@@ -14,7 +14,8 @@ from gaussians import Gaussian, Mixture
 from jax.sharding import NamedSharding, PartitionSpec
 
 import sde_jax
-from sde_jax import builders, controllable, grids, sampling, steppers
+from sde_jax import controllable, grids, sampling, steppers
+from sde_jax.experiment import build
 
 PC = {"method": "pc", "num_steps": 200, "corrector": "none"}
 STEPPERS = {
@@ -44,7 +45,7 @@ def test_inpainting_gaussian_matches_the_conditional_and_keeps_known_coordinates
     sde, n = sde_jax.VPSDE(), 2000
     known = np.array([True, True, False, False])
     data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
-    inpainter = builders.inpainter_from_config(sde, STEPPERS[name], (n, 4))
+    inpainter = build.inpainter_from_config(sde, STEPPERS[name], (n, 4))
     out = jax.jit(lambda key: inpainter(key, g.score_fn(sde), data, known.astype(np.float32)))(
         jax.random.key(1)
     )
@@ -86,7 +87,7 @@ def test_reconstruction_guidance_is_closer_to_the_gaussian_conditional():
     gain, cond_cov = gaussian_conditional(g, known)
     errors = {}
     for method in ("replacement", "reconstruction"):
-        inpainter = builders.inpainter_from_config(sde, PC, (n, 4), method=method)
+        inpainter = build.inpainter_from_config(sde, PC, (n, 4), method=method)
         out = inpainter(jax.random.key(1), g.score_fn(sde), data, known.astype(np.float32))
         slope, _, residual_var = regress_unknown(g, known, data, np.asarray(out.x))
         errors[method] = (
@@ -111,7 +112,7 @@ def test_known_pixels_of_images_are_reproduced_exactly_with_a_random_mask():
     sde = sde_jax.VESDE(sigma_max=10.0)
     data = np.asarray(jax.random.uniform(jax.random.key(0), shape), np.float32)
     mask = controllable.make_mask("random", shape, seed=3)
-    inpainter = builders.inpainter_from_config(sde, {"method": "pc", "num_steps": 20}, shape)
+    inpainter = build.inpainter_from_config(sde, {"method": "pc", "num_steps": 20}, shape)
     out = jax.jit(lambda key: inpainter(key, lambda x, t: -x, data, mask))(jax.random.key(0))
     x = np.asarray(out.x)
     np.testing.assert_array_equal(x[mask == 1], data[mask == 1])
@@ -143,7 +144,7 @@ def inpainted_fraction(method, n=1000):
     data = np.asarray(mix.sample(jax.random.key(0), n), np.float32)
     truth = mix.assign(data)
     mask = np.array([1.0] * 4 + [0.0] * 4, np.float32)
-    inpainter = builders.inpainter_from_config(sde, PC, (n, 8), method=method)
+    inpainter = build.inpainter_from_config(sde, PC, (n, 8), method=method)
     out = jax.jit(lambda key: inpainter(key, mix.score_fn(sde), data, mask))(jax.random.key(1))
     unknown = np.asarray(out.x)[:, 4:]
     distances = ((unknown[:, None] - mix.centres[None, :, 4:]) ** 2).sum(-1)
@@ -201,7 +202,7 @@ def test_classifier_guidance_with_scale_one_is_the_component_score():
 @pytest.mark.parametrize("config", [PC, {"method": "dpm_solver++", "num_steps": 30}])
 def test_class_conditional_sampling_lands_in_the_requested_component(config):
     mix, sde, n = separated_mixture(), sde_jax.VPSDE(), 600
-    sampler = builders.conditional_sampler_from_config(sde, config, (n, 2))
+    sampler = build.conditional_sampler_from_config(sde, config, (n, 2))
     labels = jnp.arange(n) % 3
     run = jax.jit(
         lambda key, scale: sampler(
@@ -239,7 +240,7 @@ def test_classifier_free_score_combines_conditional_and_null_scores():
         controllable.classifier_free_score(conditional, labels, 1.0, null_label=-1)
     # w = 0 samples the requested component.
     n = 300
-    sampler = builders.get_sampler(sde, {"method": "dpm_solver++", "num_steps": 30}, (n, 2))
+    sampler = build.get_sampler(sde, {"method": "dpm_solver++", "num_steps": 30}, (n, 2))
     labels = jnp.arange(n) % 3
     guided = controllable.classifier_free_score(conditional, labels, 0.0, null_label=3)
     out = jax.jit(lambda key: sampler(key, guided))(jax.random.key(0))
@@ -268,7 +269,7 @@ def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
 
     images = np.asarray(g.sample(jax.random.key(0), shape[0]), np.float32).reshape(shape)
     gray = images.mean(-1, keepdims=True)
-    colorizer = builders.colorizer_from_config(sde, {**PC, "num_steps": 100}, shape)
+    colorizer = build.colorizer_from_config(sde, {**PC, "num_steps": 100}, shape)
     out = colorizer(jax.random.key(1), score_fn, gray)
     np.testing.assert_allclose(np.asarray(out.x).mean(-1, keepdims=True), gray, atol=1e-5)
     same = colorizer(jax.random.key(1), score_fn, np.repeat(gray, 3, axis=-1))
@@ -280,25 +281,25 @@ def test_colorizer_keeps_the_gray_level_and_samples_the_colour():
     with pytest.raises(ValueError, match="gray must have shape"):
         colorizer(jax.random.key(0), score_fn, gray[:, :1])
     with pytest.raises(ValueError, match="shape must be"):
-        builders.colorizer_from_config(sde, PC, (4, 2, 2, 1))
+        build.colorizer_from_config(sde, PC, (4, 2, 2, 1))
 
 
 def test_inpainter_validates_its_inputs():
     sde = sde_jax.VPSDE()
     with pytest.raises(ValueError, match="method must be one of"):
-        builders.inpainter_from_config(sde, PC, (2, 4), method="repaint")
+        build.inpainter_from_config(sde, PC, (2, 4), method="repaint")
     with pytest.raises(ValueError, match="adaptive"):
-        builders.inpainter_from_config(sde, {"method": "ode"}, (2, 4))
+        build.inpainter_from_config(sde, {"method": "ode"}, (2, 4))
     with pytest.raises(
         ValueError, match=r"needs a sampling\.FixedGridSampler; got AdaptiveODESampler"
     ):
         controllable.get_colorizer(sampling.AdaptiveODESampler(sde, (2, 2, 2, 3), eps=1e-3))
-    inpainter = builders.inpainter_from_config(sde, PC, (2, 4))
+    inpainter = build.inpainter_from_config(sde, PC, (2, 4))
     with pytest.raises(ValueError, match="data must have shape"):
         inpainter(jax.random.key(0), lambda x, t: -x, jnp.zeros((3, 4)), jnp.ones(4))
     with pytest.raises(ValueError, match="does not broadcast"):
         inpainter(jax.random.key(0), lambda x, t: -x, jnp.zeros((2, 4)), jnp.ones(3))
-    sampler = builders.conditional_sampler_from_config(sde, PC, (2, 4))
+    sampler = build.conditional_sampler_from_config(sde, PC, (2, 4))
     with pytest.raises(ValueError, match="labels must have shape"):
         sampler(jax.random.key(0), lambda x, t: -x, lambda x, t, y: x[:, 0], jnp.zeros(3, int))
 
@@ -308,7 +309,7 @@ def test_inpainting_sharded_over_devices_equals_one_device():
     g = Gaussian.random(4, seed=1)
     data = np.asarray(g.sample(jax.random.key(0), n), np.float32)
     mask = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
-    inpainter = builders.inpainter_from_config(
+    inpainter = build.inpainter_from_config(
         sde, {"method": "pc", "num_steps": 20}, (n, 4), method="reconstruction"
     )
     run = jax.jit(lambda key, data: inpainter(key, g.score_fn(sde), data, mask).x)
@@ -346,7 +347,7 @@ def test_encoder_is_the_closed_form_flow_map_and_decode_inverts_it(sde):
 
 def test_decode_round_trip_of_a_mixture_within_solver_tolerance():
     mix, sde = separated_mixture(), sde_jax.VPSDE()
-    codec = builders.latent_codec_from_config(sde, {"rtol": 1e-5, "atol": 1e-5})
+    codec = build.latent_codec_from_config(sde, {"rtol": 1e-5, "atol": 1e-5})
     x = mix.sample(jax.random.key(0), 64)
     z = codec.encode(mix.score_fn(sde), x)
     back = codec.decode(mix.score_fn(sde), z.z)
@@ -411,14 +412,14 @@ def test_object_and_config_builders_agree():
     key, score_fn = jax.random.key(3), g.score_fn(sde)
     for method in ("replacement", "reconstruction"):
         by_hand = controllable.get_inpainter(sampler, method=method)(key, score_fn, data, mask)
-        by_config = builders.inpainter_from_config(sde, config, (n, 4), method=method)
+        by_config = build.inpainter_from_config(sde, config, (n, 4), method=method)
         np.testing.assert_array_equal(by_hand.x, by_config(key, score_fn, data, mask).x)
     labels = jnp.arange(n) % 2
     log_prob = lambda x, t, y: -jnp.sum((x - y[:, None]) ** 2, 1)  # noqa: E731
     by_hand = controllable.get_conditional_sampler(sampler)(key, score_fn, log_prob, labels)
-    by_config = builders.conditional_sampler_from_config(sde, config, (n, 4))
+    by_config = build.conditional_sampler_from_config(sde, config, (n, 4))
     np.testing.assert_array_equal(by_hand.x, by_config(key, score_fn, log_prob, labels).x)
-    codec = builders.latent_codec_from_config(sde, {"rtol": 1e-4, "max_steps": 100, "snr": 1})
+    codec = build.latent_codec_from_config(sde, {"rtol": 1e-4, "max_steps": 100, "snr": 1})
     assert codec == controllable.LatentCodec(sde, 1e-3, 1e-4, 1e-5, 100)
     with pytest.raises(ValueError, match=r"eps must be in \(0, T=1.0\), got 2.0"):
         controllable.get_latent_codec(sde, eps=2.0)

@@ -80,7 +80,7 @@ def test_cli_inpaint_runs_and_validates_the_mask(workdir):
     base = [
         sys.executable,
         "-m",
-        "sde_jax.cli",
+        "sde_jax.apps.cli",
         "inpaint",
         f"--config={config_file}",
         f"--workdir={run}",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from sde_jax import cli, data, evaluation, likelihood
+from sde_jax import data, evaluation, likelihood
+from sde_jax.apps import cli
 from sde_jax.evaluation import cache, parts, samples, store
 from sde_jax.training import loop
 
@@ -226,8 +227,8 @@ def test_sample_quality_sees_every_sample_once_in_order():
     )
     assert result == {"fid": pytest.approx(0.0, abs=1e-10), "n": 11.0}
 
-    # The default metrics (sde_jax.metrics) against statistics of the same images.
-    from sde_jax import metrics
+    # The default metrics (sde_jax.evaluation.metrics) against statistics of the same images.
+    from sde_jax.evaluation import metrics
 
     reference = metrics.ReferenceStats(
         mu=want_pool.mean(0).astype(np.float64),

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from sde_jax import data, fid_stats, inception, metrics
+from sde_jax import data
+from sde_jax.evaluation import fid_stats, inception, metrics
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,12 @@ def test_dataset_features_are_the_split_in_order_without_padding(max_examples):
 def run_cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", "from sde_jax.cli import run; import sys; run(sys.argv)", *args],
+        [
+            sys.executable,
+            "-c",
+            "from sde_jax.apps.cli import run; import sys; run(sys.argv)",
+            *args,
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -55,7 +55,7 @@ def test_sigterm_stops_the_final_bpd_and_a_rerun_resumes_then_reuses_it(tmp_path
     config_path.write_text(textwrap.dedent(CONFIG_FILE))
     workdir = str(tmp_path / "work")
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.getcwd()}
-    command = [sys.executable, "-m", "sde_jax.cli", "train", f"--config={config_path}"]
+    command = [sys.executable, "-m", "sde_jax.apps.cli", "train", f"--config={config_path}"]
     with open(tmp_path / "log", "wb") as log:
         process = subprocess.Popen(
             [*command, f"--workdir={workdir}"], stdout=log, stderr=subprocess.STDOUT, env=env

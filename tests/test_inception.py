@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sde_jax import inception, inception_graph
+from sde_jax.evaluation import inception, inception_graph
 
 # The parameters of the 2015-12-05 graph, by node name, written from the published facts:
 # torchvision's Inception3 layer shapes (which pytorch-fid loads the converted graph into) and
@@ -223,7 +223,7 @@ def test_convert_inception_command_round_trip(tmp_path, graph_values):
     """GraphDef constants -> `sde-jax convert-inception` -> .npz -> load_params: identical."""
     source = _synthetic_graph(tmp_path / "classify_image_graph_def.pb", graph_values)
     output = tmp_path / "inception.npz"
-    code = "from sde_jax.cli import run; import sys; run(sys.argv)"
+    code = "from sde_jax.apps.cli import run; import sys; run(sys.argv)"
     args = ["convert-inception", f"--source={source}", f"--output={output}", "--noverify"]
     result = subprocess.run(
         [sys.executable, "-c", code, *args],

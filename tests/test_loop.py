@@ -116,7 +116,7 @@ def get_config():
 
 def _start(config_path, workdir, log):
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.getcwd()}
-    command = [sys.executable, "-m", "sde_jax.cli", "train", f"--config={config_path}"]
+    command = [sys.executable, "-m", "sde_jax.apps.cli", "train", f"--config={config_path}"]
     return subprocess.Popen(
         [*command, f"--workdir={workdir}"], stdout=log, stderr=subprocess.STDOUT, env=env
     )

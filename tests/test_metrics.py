@@ -7,7 +7,7 @@ import scipy.linalg
 import scipy.special
 import scipy.stats
 
-from sde_jax import metrics
+from sde_jax.evaluation import metrics
 
 
 def random_spd(rng, d, scale=1.0):

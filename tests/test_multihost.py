@@ -68,7 +68,7 @@ def _launch_cli_training(workdir, logdir, n_iters):
     command = [
         sys.executable,
         "-m",
-        "sde_jax.cli",
+        "sde_jax.apps.cli",
         "train",
         f"--config={root}/configs/quickstart.py:smoke",
         f"--workdir={workdir}",
@@ -120,7 +120,8 @@ def _single_process_reference(config, num_shards):
 
 
 def test_cli_training_on_two_processes_resumes_and_equals_one_process(tmp_path):
-    from sde_jax.training import checkpoint, sharding
+    from sde_jax import sharding
+    from sde_jax.training import checkpoint
 
     workdir = tmp_path / "run"
     first = _launch_cli_training(workdir, tmp_path / "logs1", n_iters=2)

@@ -2,7 +2,7 @@
 
 ``tests/fixtures/sampler_outputs.npz`` holds the samples and NFE of every configured sampler
 before the solver-core redesign (``tests/record_sampler_outputs.py``: a 3-D Gaussian's exact
-score, batch 4, key 0, float32). Both the config builder (``builders.get_sampler``) and the
+score, batch 4, key 0, float32). Both the config builder (``build.get_sampler``) and the
 objects API built by hand (``sampling.sample``, ``sampling.sample_adaptive``) must return them
 for the same key: the same NFE exactly and the same samples to float32 rounding (they were
 bit-for-bit when the API moved; the closed-form log-SNR grid and time variables that replace
@@ -15,7 +15,8 @@ import pytest
 from gaussians import Gaussian
 from record_sampler_outputs import FILE, SDES, SHAPE, cases, run_case
 
-from sde_jax import builders, grids, ode, sampling, steppers
+from sde_jax import grids, ode, sampling, steppers
+from sde_jax.experiment import build
 
 RECORDED = np.load(FILE)
 RTOL, ATOL = 1e-5, 1e-6
@@ -30,14 +31,14 @@ def check_recorded(name, x, nfe):
 
 @pytest.mark.parametrize(("name", "sde_name", "config"), list(cases()), ids=lambda v: str(v))
 def test_config_builder_reproduces_the_recorded_samples(name, sde_name, config):
-    x, nfe = run_case(sde_name, config, get_sampler=builders.get_sampler)
+    x, nfe = run_case(sde_name, config, get_sampler=build.get_sampler)
     check_recorded(name, x, nfe)
 
 
 def test_sampling_get_sampler_forwards_to_the_builder():
     config = {"method": "heun", "num_steps": 12, "grid": "uniform"}
     forwarded = sampling.get_sampler(SDES["vp"], config, SHAPE)
-    built = builders.get_sampler(SDES["vp"], config, SHAPE)
+    built = build.get_sampler(SDES["vp"], config, SHAPE)
     assert type(forwarded) is type(built) is sampling.FixedGridSampler
     assert forwarded.stepper == built.stepper == steppers.ProbabilityFlow(SDES["vp"], ode.HEUN)
     assert forwarded.final_step == built.final_step == sampling.TweedieDenoising()

@@ -1,6 +1,6 @@
 """Samplers against the truth: Gaussian and mixture data, whose scores are closed form.
 
-Most cases are configured through ``builders.get_sampler`` (the original's sampling keys);
+Most cases are configured through ``build.get_sampler`` (the original's sampling keys);
 the objects API it builds (``sampling.sample``, ``FixedGridSampler``, final steps,
 ``ProbabilityFlow`` rules) is tested at the end and against recorded outputs in
 ``test_sampler_outputs.py``.
@@ -16,18 +16,8 @@ import pytest
 from gaussians import DATA, DATA_128, DIM, Gaussian, Mixture, check_gaussian_samples
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from sde_jax import (
-    EDMSDE,
-    VESDE,
-    VPSDE,
-    CosineVPSDE,
-    SubVPSDE,
-    builders,
-    grids,
-    ode,
-    sampling,
-    steppers,
-)
+from sde_jax import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE, grids, ode, sampling, steppers
+from sde_jax.experiment import build
 from sde_jax.sdes import SDE, probability_flow_drift
 
 N = 2000
@@ -37,7 +27,7 @@ def run(sde, config, key=0, data=DATA, shape=(N, DIM)):
     if isinstance(sde, EDMSDE) and "grid" not in config:
         # EDM's time is sigma, up to 80: a grid uniform in t spends its steps at high noise.
         config = {**config, "grid": "karras"}
-    sampler = builders.get_sampler(sde, ml_collections.ConfigDict(config), shape)
+    sampler = build.get_sampler(sde, ml_collections.ConfigDict(config), shape)
     return jax.jit(lambda k: sampler(k, data.score_fn(sde)))(jax.random.key(key))
 
 
@@ -244,7 +234,7 @@ def test_langevin_step_sizes_are_per_example():
 )
 def test_samples_do_not_depend_on_the_device_count(config):
     sde = VESDE() if config["method"] == "pc" else VPSDE()
-    sampler = builders.get_sampler(sde, config, (64, DIM))
+    sampler = build.get_sampler(sde, config, (64, DIM))
     score_fn = DATA.score_fn(sde)
     key = jax.random.key(6)
     single = jax.block_until_ready(jax.jit(lambda k: sampler(k, score_fn))(key))
@@ -266,7 +256,7 @@ def test_samples_do_not_depend_on_the_device_count(config):
 def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
     sde = VPSDE()
     config = {"method": "heun", "num_steps": 20}
-    sampler = builders.get_sampler(sde, config, (8, 3))
+    sampler = build.get_sampler(sde, config, (8, 3))
     keys = jax.random.split(jax.random.key(7), 3)
     batch = jax.vmap(lambda k: sampler(k, lambda x, t: -x).x)(keys)
     assert batch.shape == (3, 8, 3)
@@ -281,7 +271,7 @@ def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
         return jnp.sum(sampler64(jax.random.key(8), score_fn).x ** 2)
 
     with jax.enable_x64(True):
-        sampler64 = builders.get_sampler(sde, config, (8, 3), jnp.float64)
+        sampler64 = build.get_sampler(sde, config, (8, 3), jnp.float64)
         a = jnp.asarray(1.5, jnp.float64)
         grad = jax.grad(sample_norm)(a)
         fd = (sample_norm(a + 1e-5) - sample_norm(a - 1e-5)) / 2e-5
@@ -291,7 +281,7 @@ def test_vmap_over_keys_and_grad_through_a_fixed_grid_sample():
 
 def test_chunked_sampling_equals_one_run_and_reports_progress():
     sde = VESDE()
-    sampler = builders.get_sampler(sde, {"method": "pc", "num_steps": 30}, (16, DIM))
+    sampler = build.get_sampler(sde, {"method": "pc", "num_steps": 30}, (16, DIM))
     score_fn = DATA.score_fn(sde)
     key = jax.random.key(9)
     whole = jax.jit(lambda k: sampler(k, score_fn))(key)
@@ -305,7 +295,7 @@ def test_chunked_sampling_equals_one_run_and_reports_progress():
 
 
 def test_adaptive_solver_reports_failure_instead_of_hanging():
-    sampler = builders.get_sampler(VPSDE(), {"method": "ode", "max_steps": 3}, (8, DIM))
+    sampler = build.get_sampler(VPSDE(), {"method": "ode", "max_steps": 3}, (8, DIM))
     out = jax.jit(lambda k: sampler(k, DATA.score_fn(VPSDE())))(jax.random.key(10))
     assert not bool(out.success)
 
@@ -327,13 +317,13 @@ def test_adaptive_solver_reports_failure_instead_of_hanging():
 )
 def test_bad_configs_name_the_key_and_valid_choices(config, message):
     with pytest.raises(ValueError, match=message):
-        builders.get_sampler(VPSDE(), config, (4, 2))
+        build.get_sampler(VPSDE(), config, (4, 2))
 
 
 def test_whole_config_is_refused_with_a_hint():
     config = ml_collections.ConfigDict({"sampling": {"method": "pc"}})
     with pytest.raises(ValueError, match=r"pass config\.sampling"):
-        builders.get_sampler(VPSDE(), config, (4, 2))
+        build.get_sampler(VPSDE(), config, (4, 2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +411,7 @@ def test_sample_adaptive_takes_the_sde_default_eps_and_its_final_step():
     sde, shape = VESDE(), (8, DIM)
     score_fn, key = DATA.score_fn(sde), jax.random.key(13)
     out = jax.jit(lambda k: sampling.sample_adaptive(k, score_fn, shape, sde=sde))(key)
-    sampler = builders.get_sampler(sde, {"method": "ode"}, shape)
+    sampler = build.get_sampler(sde, {"method": "ode"}, shape)
     assert sampler.eps == sampling.default_eps(sde)
     np.testing.assert_array_equal(out.x, jax.jit(lambda k: sampler(k, score_fn))(key).x)
     raw = jax.jit(

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sde_jax import builders, data
+from sde_jax import data
+from sde_jax.experiment import build
 from sde_jax.sdes import batch_times, expand_to
 from sde_jax.training.step import network_score_fn
 
@@ -72,9 +73,9 @@ def test_enumerates_the_vp_discrete_smoke_configs():
 @pytest.mark.parametrize("key", list(SAMPLER_GROUPS), ids=lambda k: SAMPLER_GROUPS[k][0])
 def test_smoke_sampler_is_finite_with_the_exact_gaussian_score(key):
     config = _smoke(SAMPLER_GROUPS[key][0])
-    sde = builders.build_sde(config.sde)
+    sde = build.build_sde(config.sde)
     # The sampler's validity depends on its grid, not on the image size: 4x4 compiles faster.
-    sampler = builders.get_sampler(sde, config.sampling, (1, 4, 4, config.data.num_channels))
+    sampler = build.get_sampler(sde, config.sampling, (1, 4, 4, config.data.num_channels))
 
     def score_fn(x, t):  # N(0, I) data: x_t ~ N(0, m^2 + s^2)
         t = batch_times(x, t)
@@ -103,11 +104,11 @@ def _random_params(model, shape):
 @pytest.mark.parametrize("model", list(NETWORK_GROUPS))
 def test_one_smoke_config_per_network_samples_finite_values(model):
     config = _smoke(NETWORK_GROUPS[model][0])
-    sde = builders.build_sde(config.sde)
-    network = builders.build_model_from_config(config)
+    sde = build.build_sde(config.sde)
+    network = build.build_model_from_config(config)
     shape = (2, *data.image_shape(config.data))
     params = _random_params(network, shape)
-    sampler = builders.get_sampler(sde, config.sampling, shape)
+    sampler = build.get_sampler(sde, config.sampling, shape)
     kwargs = {"continuous": config.training.continuous, "num_scales": config.sde.num_scales}
     draw = jax.jit(lambda key, p: sampler(key, network_score_fn(network, sde, p, **kwargs)))
     out = draw(jax.random.key(1), params)

@@ -10,8 +10,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import default
-from sde_jax import VESDE, builders, losses
-from sde_jax.training import checkpoint, sharding
+from sde_jax import VESDE, losses, sharding
+from sde_jax.experiment import build
+from sde_jax.training import checkpoint
 from sde_jax.training.loop import _check_finite
 from sde_jax.training.state import create_state
 from sde_jax.training.step import train_steps
@@ -37,7 +38,7 @@ def setup_step(mesh):
     model = TinyScoreNet()
     optim = default.get_default_config().optim
     optim.warmup = 2
-    tx = builders.build_optimizer(optim)
+    tx = build.build_optimizer(optim)
     loss_fn = losses.get_loss_fn(sde, continuous=True, reduce_mean=False)
 
     def init():

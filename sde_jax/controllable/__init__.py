@@ -14,8 +14,8 @@ The builders take objects: a sampler of :mod:`sde_jax.sampling` (a ``FixedGridSa
 inpainting and colorization, whose stepper is conditioned at every step; any sampler for
 class-conditional sampling) or the SDE and solver settings (latents), and return pure
 functions with the same ``SampleOutput`` results; nothing inside is jitted or sharded. Their
-config versions (``builders.inpainter_from_config`` ...) live at the edge, in
-:mod:`sde_jax.builders`.
+config versions (``experiment.build.inpainter_from_config`` ...) live at the edge, in
+:mod:`sde_jax.experiment.build`.
 """
 
 from sde_jax.controllable.colorization import (

@@ -20,9 +20,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from sde_jax.array_types import Array, Data, Key, ScoreFn
 from sde_jax.controllable.inpainting import check_fixed_grid, check_known, conditioned_sample
 from sde_jax.sampling import FixedGridSampler, SampleOutput
-from sde_jax.typing import Array, Data, Key, ScoreFn
 
 COLOR_BASIS = np.array(
     [
@@ -64,7 +64,7 @@ def get_colorizer(sampler: FixedGridSampler):
     """A colorizer that runs ``sampler``'s stepper as inpainting in the colour basis.
 
     The original's ``get_pc_colorizer``, for any fixed-grid sampler (its SDE, stepper, grid,
-    final step, shape and dtype). ``builders.colorizer_from_config`` builds one from a
+    final step, shape and dtype). ``experiment.build.colorizer_from_config`` builds one from a
     config's sampling section.
 
     Args:

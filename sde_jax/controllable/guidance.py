@@ -23,9 +23,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, Data, Key, PerExample, ScoreFn
 from sde_jax.sampling import SampleOutput
 from sde_jax.sdes import batch_times
-from sde_jax.typing import Array, Data, Key, PerExample, ScoreFn
 
 ClassifierLogProb = Callable[[Data, PerExample, Array], PerExample]
 """``classifier_log_prob(x, t, labels) -> [batch]``: log p_t(labels | x), one per example."""
@@ -114,7 +114,8 @@ def get_conditional_sampler(sampler: Callable[[Key, ScoreFn], SampleOutput]):
 
     The original's ``get_pc_conditional_sampler``: ``sampler`` (a ``FixedGridSampler`` or an
     ``AdaptiveODESampler``) run on :func:`classifier_guided_score`.
-    ``builders.conditional_sampler_from_config`` builds one from a config's sampling section.
+    ``experiment.build.conditional_sampler_from_config`` builds one from a config's sampling
+    section.
 
     Args:
       sampler: ``sampler(key, score_fn) -> SampleOutput`` with a ``shape`` attribute

@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax import predictions
+from sde_jax.array_types import Array, Data, Key, ScoreFn
 from sde_jax.sampling import FixedGridSampler, SampleOutput
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers import PredictorCorrector, State
-from sde_jax.typing import Array, Data, Key, ScoreFn
 
 METHODS = ("replacement", "reconstruction")
 """Conditioning methods of :func:`get_inpainter`."""
@@ -199,7 +199,7 @@ def get_inpainter(
 
     The original's ``get_pc_inpainter``, for any fixed-grid sampler: its SDE, stepper, grid,
     final step, shape and dtype are kept, each step conditioned on the known part.
-    ``builders.inpainter_from_config`` builds one from a config's sampling section.
+    ``experiment.build.inpainter_from_config`` builds one from a config's sampling section.
 
     Args:
       sampler: a ``sampling.FixedGridSampler`` (any stepper, grid and final step).

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 
 from sde_jax import ode, sampling
 from sde_jax.adjoint import check_adjoint
+from sde_jax.array_types import Array, Data, Key, ScoreFn
 from sde_jax.sampling import SampleOutput
 from sde_jax.sdes import SDE, probability_flow_drift
-from sde_jax.typing import Array, Data, Key, ScoreFn
 
 
 class LatentOutput(NamedTuple):
@@ -178,7 +178,7 @@ def get_latent_codec(
 ) -> LatentCodec:
     """The codec of ``sde``'s probability-flow ODE, with the SDE's default ``eps``.
 
-    ``builders.latent_codec_from_config`` reads the four settings from a sampling section.
+    ``experiment.build.latent_codec_from_config`` reads the four settings from a sampling section.
 
     Args:
       sde: the forward SDE.

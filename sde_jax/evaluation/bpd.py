@@ -19,11 +19,10 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from sde_jax import likelihood
+from sde_jax import likelihood, sharding
+from sde_jax.array_types import Key, ScoreFn
 from sde_jax.evaluation import store
 from sde_jax.sdes import SDE
-from sde_jax.training import sharding
-from sde_jax.typing import Key, ScoreFn
 
 # on_unit(batch_index, repeat): called after each evaluated (and saved) unit.
 UnitCallback = Callable[[int, int], None]

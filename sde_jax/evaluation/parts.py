@@ -15,10 +15,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import builders, data, images, inception, likelihood
+from sde_jax import data, images, likelihood, sharding
 from sde_jax.evaluation import bpd as bpd_lib
-from sde_jax.evaluation import store
-from sde_jax.training import checkpoint, sharding
+from sde_jax.evaluation import inception, store
+from sde_jax.experiment import build
+from sde_jax.training import checkpoint
 from sde_jax.training.loop import Experiment
 
 # Key offsets from config.seed: training uses 0-2.
@@ -207,7 +208,7 @@ def _draw_fn(experiment: Experiment):
     """Jitted ``(params, key_data) -> (uint8 images, nfe, non-finite count)``, once each."""
     config, mesh = experiment.config, experiment.mesh
     shape = (config.eval.batch_size, *experiment.image_shape)
-    sampler = builders.get_sampler(experiment.sde, config.sampling, shape)
+    sampler = build.get_sampler(experiment.sde, config.sampling, shape)
     batch_sharding = sharding.batch_sharding(mesh)
     to_unit = data.inverse_scaler(config.data.centered)
 
@@ -264,7 +265,7 @@ def load_quality_inputs(eval_config: ml_collections.ConfigDict) -> tuple[Any, An
             "eval.reference_stats (from `sde-jax fid-stats`) to compute them."
         )
         return None
-    from sde_jax import metrics
+    from sde_jax.evaluation import metrics
 
     feature_fn = inception.make_feature_fn(inception.load_params(inception_path))
     return feature_fn, metrics.load_reference_stats(reference_path)

@@ -36,11 +36,10 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from sde_jax import data, images, likelihood
+from sde_jax import data, images, likelihood, sharding
 from sde_jax.evaluation import cache, store
 from sde_jax.evaluation import parts as parts_lib
 from sde_jax.evaluation import samples as samples_lib
-from sde_jax.training import sharding
 from sde_jax.training.loop import Experiment
 
 PARTS = ("bpd", "bpd_train", "loss", "samples", "quality")
@@ -169,7 +168,7 @@ def evaluate(
       quality: ``(feature_fn, reference)`` for FID/IS/KID; default: loaded from
         ``eval.inception_path`` and ``eval.reference_stats`` (skipped when unset).
       quality_fn: ``quality_fn(pool3, logits, reference) -> dict`` (default
-        ``sde_jax.metrics.sample_quality``).
+        ``sde_jax.evaluation.metrics.sample_quality``).
       on_unit: called after each bits/dim unit as ``on_unit(batch_index, repeat)``.
       on_chunk: called after each sample chunk drawn with its index.
 

@@ -180,16 +180,17 @@ def sample_quality(
     Args:
       chunks: the samples, uint8 ``[n_i, H, W, C]`` arrays.
       feature_fn: see :func:`features`.
-      reference: the data set's reference statistics (``sde_jax.metrics.ReferenceStats``).
+      reference: the data set's reference statistics
+        (``sde_jax.evaluation.metrics.ReferenceStats``).
       batch_size: images per call of ``feature_fn``.
       quality_fn: ``quality_fn(pool3, logits, reference) -> dict``; default
-        ``sde_jax.metrics.sample_quality`` (FID, IS with its std, KID).
+        ``sde_jax.evaluation.metrics.sample_quality`` (FID, IS with its std, KID).
 
     Returns:
       The metrics as floats.
     """
     if quality_fn is None:
-        from sde_jax import metrics
+        from sde_jax.evaluation import metrics
 
         quality_fn = metrics.sample_quality
     pool3, logits = features(chunks, feature_fn, batch_size=batch_size)

@@ -35,8 +35,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, Data, PerExample, ScoreFn, Times
 from sde_jax.sdes import SDE, DiscreteDDPM, DiscreteSMLD, batch_times, expand_to
-from sde_jax.typing import Array, Data, PerExample, ScoreFn, Times
 
 __all__ = ["get_score_fn", "time_labels"]
 

@@ -27,7 +27,7 @@ from sde_jax.steppers.dpm_solver import (
     DPMSolverPP3S,
 )
 from sde_jax.steppers.edm import EDMHeun, EDMStochastic
-from sde_jax.steppers.ode import ProbabilityFlow, denoise
+from sde_jax.steppers.flow import ProbabilityFlow, denoise
 from sde_jax.steppers.predictors import (
     AncestralSampling,
     EulerMaruyama,

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 
-from sde_jax.typing import Array, Key, ScoreFn
+from sde_jax.array_types import Array, Key, ScoreFn
 
 
 class State(NamedTuple):

@@ -10,10 +10,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
 from sde_jax.steppers.predictors import NoPredictor
-from sde_jax.typing import Array, Key, ScoreFn
 
 
 def _per_example_norm(v: Array) -> Array:

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sde_jax import predictions
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE
 from sde_jax.steppers.base import State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 DEIS_ORDERS = (1, 2, 3, 4)
 IPNDM_COEFFICIENTS = (

@@ -37,9 +37,9 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax import predictions
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, check_log_snr_inverse
 from sde_jax.steppers.base import Memoryless, State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 __all__ = [
     "DDIM",

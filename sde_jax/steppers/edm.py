@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 
 from sde_jax import predictions
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 __all__ = ["EDMHeun", "EDMStochastic", "churn_gamma", "heun_in_sigma"]
 

@@ -9,9 +9,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, batch_times, expand_to, reverse_drift
 from sde_jax.steppers.base import Memoryless, State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 
 def _noise(key: Key, x: Array) -> Array:

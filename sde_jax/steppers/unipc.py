@@ -28,9 +28,9 @@ import math
 import jax.numpy as jnp
 
 from sde_jax import predictions
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE
 from sde_jax.steppers.base import State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 ORDERS = (1, 2, 3)
 VARIANTS = ("bh1", "bh2")

@@ -22,10 +22,11 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sde_jax import builders, data, images, losses
+from sde_jax import data, images, losses, sharding
+from sde_jax.experiment import build
 from sde_jax.models import get_score_fn
-from sde_jax.platform import block_if_needed, must_block_each_step
-from sde_jax.training import checkpoint, options, sharding, tasks
+from sde_jax.runtime import block_if_needed, must_block_each_step
+from sde_jax.training import checkpoint, options, tasks
 from sde_jax.training import step as step_lib
 from sde_jax.training.state import TrainState, create_state
 from sde_jax.training.step import network_score_fn, train_steps
@@ -54,9 +55,9 @@ class Experiment:
         options.check_training_options(config.training)
         data.validate(config.data)
         self.task, self.num_classes = tasks.check_task_options(config)
-        self.sde = builders.build_sde(config.sde)
-        self.model = builders.build_model_from_config(config)
-        self.tx = builders.build_optimizer(config.optim)
+        self.sde = build.build_sde(config.sde)
+        self.model = build.build_model_from_config(config)
+        self.tx = build.build_optimizer(config.optim)
         t = config.training
         self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
         sharding.check_batch_size(t.batch_size, self.mesh)
@@ -76,8 +77,8 @@ class Experiment:
             eps=t.eps,
             num_scales=config.sde.num_scales,
         )
-        builders.check_image_size(config)
-        self.sampler = builders.get_sampler(
+        build.check_image_size(config)
+        self.sampler = build.get_sampler(
             self.sde, config.sampling, (t.sample_batch_size, *self.image_shape)
         )
         self.step_fn = step_lib.train_step

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sde_jax.typing import Array, Key
+from sde_jax.array_types import Array, Key
 
 
 @flax.struct.dataclass

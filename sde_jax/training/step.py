@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from sde_jax import classifier
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.models import get_score_fn
 from sde_jax.sdes import SDE
 from sde_jax.training.state import TrainState, update_ema
-from sde_jax.typing import Array, Key, ScoreFn
 
 # loss_fn(key, score_fn, x) -> LossOutput(loss, per_example); see sde_jax.losses.get_loss_fn.
 LossFn = Callable[[Key, ScoreFn, Array], Any]

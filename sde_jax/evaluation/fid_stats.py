@@ -2,8 +2,9 @@
 
 The images of a split go through the input pipeline's eval path as 8-bit images (cropped and
 resized to ``data.image_size``, exactly what the model is trained on), then through the
-Inception network (:mod:`sde_jax.inception`, which resizes them to 299x299 as the reference
-code does); their pool3 features become a :class:`sde_jax.metrics.ReferenceStats` file.
+Inception network (:mod:`sde_jax.evaluation.inception`, which resizes them to 299x299 as the
+reference code does); their pool3 features become a
+:class:`sde_jax.evaluation.metrics.ReferenceStats` file.
 """
 
 import time
@@ -14,7 +15,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from sde_jax import data, inception, metrics
+from sde_jax import data
+from sde_jax.evaluation import inception, metrics
 
 _LOG_EVERY_S = 30.0
 
@@ -31,8 +33,8 @@ def dataset_features(
     Args:
       data_config: the config's ``data`` section.
       feature_fn: ``images uint8 [B, H, W, C] -> (pool3 [B, d], logits [B, k])``, e.g. a jitted
-        :func:`sde_jax.inception.make_feature_fn`; always called with ``batch_size`` images
-        (the last batch is padded), so it compiles once.
+        :func:`sde_jax.evaluation.inception.make_feature_fn`; always called with ``batch_size``
+        images (the last batch is padded), so it compiles once.
       batch_size: images per call.
       split: the split; default ``data.eval_split``.
       max_examples: stop after the first ``max_examples`` examples; default all.
@@ -80,7 +82,7 @@ def write_reference_stats(
     split: str | None = None,
     max_examples: int | None = None,
 ) -> metrics.ReferenceStats:
-    """Computes the :class:`~sde_jax.metrics.ReferenceStats` of a split and saves them.
+    """Computes the :class:`~sde_jax.evaluation.metrics.ReferenceStats` of a split and saves them.
 
     Runs on one device; every process computes the same features (the whole split) and
     process 0 writes the file. The Inception Score of the data

@@ -10,7 +10,7 @@ Two ways to condition, chosen by the score model's config:
   and workdir): classifier guidance, :math:`s(x, t) + \lambda \nabla_x \log p_t(y \mid x)`
   with ``guidance_scale`` :math:`\lambda` (1: the paper's eq. 48; see
   ``sde_jax.controllable.get_conditional_sampler``, built by
-  ``builders.conditional_sampler_from_config``). The classifier must have been trained with
+  ``build.conditional_sampler_from_config``). The classifier must have been trained with
   the same SDE, so its noise levels are those of the samples.
 
 Sampling uses the score config's ``sampling`` section, in batches of
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import builders, classifier, data, evaluation, images
+from sde_jax import classifier, data, evaluation, images
+from sde_jax.experiment import build
 from sde_jax.training.loop import Experiment
 
 __all__ = ["parse_classes", "sample_classes_to_files"]
@@ -95,7 +96,7 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
             f"--classifier_config must be a classifier config (training.task='classifier'), "
             f"got training.task={clf.task!r}."
         )
-    if builders.build_sde(classifier_config.sde) != experiment.sde:
+    if build.build_sde(classifier_config.sde) != experiment.sde:
         raise ValueError(
             f"the classifier was trained with {clf.sde}, the score model with {experiment.sde}; "
             "classifier guidance needs the noise levels of the same SDE."
@@ -104,7 +105,7 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
         raise ValueError("--classifier_config has model.num_classes=None.")
     clf_params, clf_step = evaluation.restore_ema_params(clf, classifier_workdir)
     logging.info("Classifier: step %d of %s.", clf_step, classifier_workdir)
-    sampler = builders.conditional_sampler_from_config(experiment.sde, config.sampling, shape)
+    sampler = build.conditional_sampler_from_config(experiment.sde, config.sampling, shape)
 
     def guided_sample(key, params, classifier_params, labels, scale):
         log_prob = classifier.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)

@@ -1,7 +1,7 @@
 """Sample quality metrics from Inception features: FID, Inception Score, KID.
 
 The math only, on host arrays in float64 (numpy or JAX arrays are accepted); the features come
-from :mod:`sde_jax.inception` (pool3 features ``[N, 2048]`` and logits ``[N, 1008]``).
+from :mod:`sde_jax.evaluation.inception` (pool3 features ``[N, 2048]`` and logits ``[N, 1008]``).
 
 - Frechet Inception Distance (Heusel et al. 2017, arXiv:1706.08500) between the Gaussians
   fitted to two feature sets: :func:`frechet_distance`.
@@ -117,7 +117,7 @@ def inception_score(logits: Float[ArrayLike, "n classes"], splits: int = 10) -> 
     Args:
       logits: ``[N, classes]`` classifier logits, for the Inception network the 1008 logits
         without the softmax bias, as the original code and TF-GAN (see
-        :func:`sde_jax.inception.make_feature_fn`).
+        :func:`sde_jax.evaluation.inception.make_feature_fn`).
       splits: number of parts, ``1 <= splits <= N``.
 
     Returns:

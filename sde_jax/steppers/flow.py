@@ -10,9 +10,9 @@ import dataclasses
 from functools import partial
 
 from sde_jax import ode, predictions
+from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, probability_flow_drift
 from sde_jax.steppers.base import Memoryless, State, register_static
-from sde_jax.typing import Array, Key, ScoreFn
 
 
 @register_static

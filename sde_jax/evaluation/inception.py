@@ -20,8 +20,8 @@ mapped to ``(x - 128) / 128``. Gray images are repeated to 3 channels.
 Parameters are named by the graph's constant nodes: the flattened path of every parameter
 (``'mixed_9/tower/mixed/conv_1/conv2d_params'``, ``'conv/batchnorm/moving_variance'``,
 ``'softmax/weights'``) is the name of the node it comes from, so converting the graph
-(:mod:`sde_jax.inception_graph`) only copies constants. Weights files are ``.npz`` files with
-these keys, read with ``allow_pickle=False``; ``sde-jax convert-inception
+(:mod:`sde_jax.evaluation.inception_graph`) only copies constants. Weights files are ``.npz``
+files with these keys, read with ``allow_pickle=False``; ``sde-jax convert-inception
 --source=classify_image_graph_def.pb --output=inception.npz`` writes one.
 """
 

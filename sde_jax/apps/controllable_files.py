@@ -15,8 +15,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import builders, data, evaluation, images
+from sde_jax import data, evaluation, images
 from sde_jax.controllable.masks import make_mask
+from sde_jax.experiment import build
 from sde_jax.training.loop import Experiment
 
 
@@ -102,7 +103,7 @@ def inpaint_to_files(
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, num_images, split, image_dir)
     masks = make_mask(mask, originals.shape, seed=config.seed)
-    inpainter = builders.inpainter_from_config(
+    inpainter = build.inpainter_from_config(
         experiment.sde, config.sampling, originals.shape, method=method
     )
     run = jax.jit(lambda key, p, x, m: inpainter(key, experiment.score_fn(p), x, m))
@@ -150,7 +151,7 @@ def colorize_to_files(
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, num_images, split, image_dir)
     gray = originals.mean(-1, keepdims=True)
-    colorizer = builders.colorizer_from_config(experiment.sde, config.sampling, originals.shape)
+    colorizer = build.colorizer_from_config(experiment.sde, config.sampling, originals.shape)
     run = jax.jit(lambda key, p, g: colorizer(key, experiment.score_fn(p), g))
     out = run(jax.random.key(config.seed + 6), params, gray)
     result, gray_u8 = _to_uint8(config, out.x, output, step), _to_uint8(config, gray)
@@ -191,7 +192,7 @@ def interpolate_to_files(
     """
     experiment, params, step = _restore(config, workdir, step)
     originals = load_images(config.data, 2 * num_pairs, split, image_dir)
-    codec = builders.latent_codec_from_config(experiment.sde, config.sampling)
+    codec = build.latent_codec_from_config(experiment.sde, config.sampling)
     run = jax.jit(lambda p, a, b: codec.interpolate(experiment.score_fn(p), a, b, num_points))
     out, alphas = run(params, originals[:num_pairs], originals[num_pairs:])
     if not bool(out.success):

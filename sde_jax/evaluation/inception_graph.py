@@ -1,8 +1,9 @@
 """The 2015 Inception TensorFlow graph: weights conversion and a check of our network against it.
 
-``classify_image_graph_def.pb`` (in the tarball :data:`sde_jax.inception.INCEPTION_URL`) is a
-protobuf ``GraphDef``. :func:`convert_graphdef` parses it with TensorFlow's protobuf parser and
-copies the ``Const`` nodes named by the parameter paths of :class:`sde_jax.inception.InceptionV3`
+``classify_image_graph_def.pb`` (in the tarball
+:data:`sde_jax.evaluation.inception.INCEPTION_URL`) is a protobuf ``GraphDef``.
+:func:`convert_graphdef` parses it with TensorFlow's protobuf parser and copies the ``Const``
+nodes named by the parameter paths of :class:`sde_jax.evaluation.inception.InceptionV3`
 (nothing is executed, nothing unpickled). :func:`compare_with_graph` does run the graph, in
 TensorFlow, on a few images and reports how far the Flax network's pool3 features and logits
 are from the graph's: the proof that the converted network is the reference one.
@@ -21,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import inception
-from sde_jax.inception import Params
+from sde_jax.evaluation import inception
+from sde_jax.evaluation.inception import Params
 
 GRAPH_INPUT = "ExpandDims:0"
 """The graph's float image input ``[1, H, W, 3]`` in [0, 255], before its resize (as TTUR's
@@ -48,9 +49,10 @@ def convert_graphdef(source: str | os.PathLike) -> Params:
 
     Takes the ``Const`` node named by each parameter path (``tf.make_ndarray``; other nodes are
     ignored). Where the graph holds the ops that use them, it also checks that they compute what
-    :class:`~sde_jax.inception.InceptionV3` computes: each ``NAME/batchnorm`` op has epsilon
-    1e-3 (and where its ``scale_after_normalization`` is false, the graph ignores ``gamma``, so
-    gamma is set to 1), and each ``NAME/Conv2D`` op has the module's strides and padding.
+    :class:`~sde_jax.evaluation.inception.InceptionV3` computes: each ``NAME/batchnorm`` op has
+    epsilon 1e-3 (and where its ``scale_after_normalization`` is false, the graph ignores
+    ``gamma``, so gamma is set to 1), and each ``NAME/Conv2D`` op has the module's strides and
+    padding.
 
     Raises:
       FileNotFoundError: if ``source`` does not exist, saying where the graph comes from.
