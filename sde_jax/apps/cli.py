@@ -249,7 +249,7 @@ def _inpaint(argv: Sequence[str]) -> None:
     del argv
     _require("config", "workdir")
     _setup()
-    from sde_jax.controllable import files
+    from sde_jax.apps import controllable_files as files
 
     files.inpaint_to_files(
         FLAGS.config,
@@ -269,7 +269,7 @@ def _colorize(argv: Sequence[str]) -> None:
     del argv
     _require("config", "workdir")
     _setup()
-    from sde_jax.controllable import files
+    from sde_jax.apps import controllable_files as files
 
     files.colorize_to_files(
         FLAGS.config,
@@ -287,7 +287,7 @@ def _interpolate(argv: Sequence[str]) -> None:
     del argv
     _require("config", "workdir")
     _setup()
-    from sde_jax.controllable import files
+    from sde_jax.apps import controllable_files as files
 
     files.interpolate_to_files(
         FLAGS.config,
