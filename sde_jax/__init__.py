@@ -25,15 +25,34 @@ The public surface, in one place:
 - ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
   noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
-- ``classifier``: the classifier's loss on noisy data and ``classifier_log_prob_fn``.
-- ``metrics`` (FID, Inception Score, KID, reference statistics), ``inception`` (the 2015
-  Inception graph of FID/IS in Flax, its weights converter) and ``fid_stats`` (reference
-  statistics of a data split), imported on demand.
-- ``training`` (``training.task``: the score model or the classifier), ``evaluation``,
-  ``class_samples`` (``sample --class``), ``data`` (TensorFlow-based input pipelines, imported on
-  demand), ``builders`` (config sections to objects, the one module that reads them:
-  ``builders.get_sampler``, which ``get_sampler`` here forwards to, and the controllable
-  builders' ``*_from_config``), ``cli`` (the ``sde-jax`` command).
+- ``classifier``: the noise-conditional classifier's loss on noisy data.
+- ``validation``: the input checks every layer uses; ``sharding``: the device mesh and the
+  shardings of batches and states; ``images``: uint8 conversion and image grids.
+
+Layers
+------
+Each folder is one layer. A module imports its own layer and the layers below, never above
+(``tests/test_layers.py`` parses every import to hold this):
+
+.. code-block:: text
+
+    apps        sde_jax.apps: the sde-jax commands and the files they write
+      |
+    evaluation  sde_jax.evaluation: bits/dim, eval loss, sample chunks, FID / IS / KID,
+      |         Inception, reference statistics, the fingerprinted result store
+    training    sde_jax.training: train state, step, checkpoints, the loop
+      |
+    experiment  sde_jax.experiment: build (the one module that reads config sections and
+      |         turns them into objects), the Experiment bundle, tasks, RNG streams;
+      |         sde_jax.compat (the original code's checkpoints and configs)
+    data        sde_jax.data: TensorFlow input pipelines
+      |
+    library     everything else: sdes, grids, steppers, sampling, predictions, ode, adjoint,
+                likelihood, losses, classifier, models, controllable, validation, sharding
+
+The library takes objects, never a config: it imports no ml_collections, TensorFlow, orbax or
+clu. This module re-exports the library, plus ``get_sampler`` from
+``sde_jax.experiment.build`` (a config's sampling section to a sampler).
 """
 
 from sde_jax import runtime as _runtime

@@ -15,7 +15,6 @@ import math
 import os
 
 import numpy as np
-import tensorflow as tf
 from jaxtyping import Float, UInt8
 
 MIN_TILE = 32
@@ -166,6 +165,8 @@ def image_grid(
 
 def save_png(path: str, image: UInt8[np.ndarray, "h w c"]) -> None:
     """Writes a uint8 ``[H, W, C]`` image (C = 1 or 3) to ``path`` (local or bucket URL)."""
+    import tensorflow as tf  # for gfile's bucket paths; the library imports no TF up front
+
     directory = os.path.dirname(path)
     if directory:
         tf.io.gfile.makedirs(directory)
