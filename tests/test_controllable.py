@@ -394,7 +394,7 @@ def test_temperature_sampling_and_interpolation_of_gaussian_data():
     z0, z1 = (g.flow_map(sde, x, codec.eps, sde.T) for x in (x0, x1))
     middle = g.flow_map(sde, controllable.slerp(z0, z1, 0.5), sde.T, codec.eps)
     np.testing.assert_allclose(path.x[2], middle, atol=1e-3)
-    with pytest.raises(ValueError, match="num must be"):
+    with pytest.raises(ValueError, match="num must be an integer >= 2, got 1"):
         codec.interpolate(g.score_fn(sde), x0, x1, 1)
 
 
@@ -421,7 +421,7 @@ def test_object_and_config_builders_agree():
     np.testing.assert_array_equal(by_hand.x, by_config(key, score_fn, log_prob, labels).x)
     codec = build.latent_codec_from_config(sde, {"rtol": 1e-4, "max_steps": 100, "snr": 1})
     assert codec == controllable.LatentCodec(sde, 1e-3, 1e-4, 1e-5, 100)
-    with pytest.raises(ValueError, match=r"eps must be in \(0, T=1.0\), got 2.0"):
+    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1.0\), got 2.0"):
         controllable.get_latent_codec(sde, eps=2.0)
     with pytest.raises(TypeError, match="sampler must be a sampler"):
         controllable.get_conditional_sampler(stepper)
