@@ -63,7 +63,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sde_jax import ode
+from sde_jax import ode, validation
 
 __all__ = ["ADJOINT_CHOICES", "Backsolve", "RecursiveCheckpoint", "check_adjoint"]
 
@@ -121,9 +121,8 @@ class RecursiveCheckpoint:
     checkpoints: int | None = None
 
     def __post_init__(self):
-        c = self.checkpoints
-        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
-            raise ValueError(f"checkpoints must be None or an integer >= 1, got checkpoints={c!r}.")
+        if self.checkpoints is not None:
+            validation.integer("checkpoints", self.checkpoints, minimum=1, meaning=" (or None)")
 
     def schedule(self, max_steps: int) -> tuple[int, int]:
         """``(checkpoints, segment)``: stored states and attempts between them."""
@@ -283,8 +282,8 @@ class Backsolve:
     def __post_init__(self):
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be None or > 0, got {name}={value!r}.")
+            if value is not None:
+                validation.interval(name, value, 0, math.inf, closed=(False, True))
 
     def solve(
         self, fn, y0, t0, t1, *, rtol, atol, max_steps, first_step, method

@@ -16,17 +16,18 @@ grid           uniform in                                             inverse
 The first and last nodes are set to T and eps exactly.
 """
 
+import math
+
 import jax.numpy as jnp
 
+from sde_jax import validation
 from sde_jax.array_types import Array
 from sde_jax.sdes import SDE, check_log_snr_inverse
 
 
 def _check(num_steps: object, eps: object, T: float) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}.")
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < T:
-        raise ValueError(f"eps must be a number in (0, T={T}), got {eps!r}.")
+    validation.integer("num_steps", num_steps, minimum=1)
+    validation.interval("eps", eps, 0, T, closed=(False, False))
 
 
 def _with_ends(t: Array, sde: SDE, eps: float) -> Array:
@@ -65,8 +66,7 @@ def karras_grid(sde: SDE, num_steps: int, eps: float, rho: float = 7.0) -> Array
       ValueError: for ``rho <= 0``, or an SDE without ``t_of_log_snr``.
     """
     _check(num_steps, eps, sde.T)
-    if isinstance(rho, bool) or not isinstance(rho, int | float) or not rho > 0:
-        raise ValueError(f"rho must be a number > 0, got {rho!r}.")
+    validation.interval("rho", rho, 0, math.inf, closed=(False, True))
     check_log_snr_inverse(sde, "karras_grid")
     s_hi, s_lo = float(sde.sigma(sde.T)) ** (1 / rho), float(sde.sigma(eps)) ** (1 / rho)
     sigmas = (s_hi + jnp.linspace(0.0, 1.0, num_steps + 1) * (s_lo - s_hi)) ** rho

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 from jaxtyping import Float, Int
 
-from sde_jax import ode
+from sde_jax import ode, validation
 from sde_jax.adjoint import check_adjoint
 from sde_jax.array_types import Array, ArrayLike, Data, Key, PerExample, ScoreFn
 from sde_jax.sdes import SDE, check_log_snr_inverse, probability_flow_drift
@@ -142,11 +142,6 @@ def log_sigma(sde: SDE, t: ArrayLike) -> Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {name}={value!r}.")
-
-
 def _check_data(x: object) -> Array:
     """Checks rank, dtype and (when concrete) finiteness of a data batch."""
     x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
@@ -235,10 +230,10 @@ def log_likelihood(
         concrete) not finite, or ``time_variable='log_sigma'`` with an SDE that has no
         ``t_of_log_snr``.
     """
-    _check_choice("hutchinson", hutchinson, HUTCHINSON_CHOICES)
+    validation.choice("hutchinson", hutchinson, HUTCHINSON_CHOICES)
     check_adjoint(adjoint)
     method = ode.resolve_pair(method)
-    _check_choice("time_variable", time_variable, TIME_VARIABLE_CHOICES)
+    validation.choice("time_variable", time_variable, TIME_VARIABLE_CHOICES)
     if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"num_probes must be an integer >= 1, got num_probes={num_probes!r}.")
     if not 0.0 < eps < sde.T:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sde_jax import validation
 from sde_jax.array_types import Array, Data, Key, PerExample, ScoreFn
 from sde_jax.sdes import (
     SDE,
@@ -80,15 +81,11 @@ def _check_sde(sde: object) -> SDE:
 
 
 def _check_eps(sde: SDE, eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < sde.T:
-        raise ValueError(f"eps must be a number in (0, T) = (0, {sde.T}), got eps={eps!r}.")
-    return float(eps)
+    return validation.interval("eps", eps, 0, sde.T, closed=(False, False))
 
 
 def _check_num_scales(num_scales: object) -> int:
-    if isinstance(num_scales, bool) or not isinstance(num_scales, int) or num_scales < 2:
-        raise ValueError(f"num_scales must be an integer >= 2, got num_scales={num_scales!r}.")
-    return num_scales
+    return validation.integer("num_scales", num_scales, minimum=2)
 
 
 def _check_data(x: object) -> Array:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from sde_jax import validation
 from sde_jax.tableaux import DOP853, DOPRI5, PAIRS, TSIT5, Tableau
 
 __all__ = [
@@ -226,8 +227,7 @@ FIXED_STEPS: dict[str, FixedStep] = {"euler": EULER, "heun": HEUN, "rk4": RK4}
 
 def _resolve_step(step: str | FixedStep | StepFn) -> StepFn:
     if isinstance(step, str):
-        if step not in FIXED_STEPS:
-            raise ValueError(f"step must be one of {sorted(FIXED_STEPS)}, got {step!r}.")
+        validation.choice("step", step, FIXED_STEPS, sort=True)
         return FIXED_STEPS[step].step
     if isinstance(step, FixedStep):
         return step.step
@@ -457,8 +457,7 @@ def _step_factor(err, err_prev, accept, error_order: int = _ERROR_ORDER):
 def resolve_pair(method: str | Tableau) -> Tableau:
     """The pair ``method`` names (a key of :data:`PAIRS`) or is; errors name the choices."""
     if isinstance(method, str):
-        if method not in PAIRS:
-            raise ValueError(f"method must be one of {sorted(PAIRS)}, got method={method!r}.")
+        validation.choice("method", method, PAIRS, sort=True)
         return PAIRS[method]
     if isinstance(method, Tableau):
         return method
@@ -538,8 +537,7 @@ def solve_adaptive(
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {name}={value!r}.")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an integer >= 1, got max_steps={max_steps!r}.")
+    validation.integer("max_steps", max_steps, minimum=1)
     if first_step is not None and not first_step > 0:
         raise ValueError(f"first_step must be > 0 or None, got first_step={first_step!r}.")
     while_loop = jax.lax.while_loop

@@ -30,13 +30,13 @@ shared by the batch.
 
 import abc
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 
+from sde_jax import validation
 from sde_jax.array_types import Array, ArrayLike, Data, PerExample, ScoreFn, Times
 from sde_jax.sdes import SDE, batch_times, expand_to
 
@@ -155,12 +155,6 @@ _FROM_SCORE = {
 }
 
 
-def _check_prediction(name: str, prediction: object) -> str:
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"{name} must be one of {list(PREDICTIONS)}, got {prediction!r}.")
-    return prediction
-
-
 def convert(
     sde: SDE, x: Data, t: Times, value: Data, source: Prediction, target: Prediction
 ) -> Data:
@@ -180,7 +174,8 @@ def convert(
     Raises:
       ValueError: if ``source`` or ``target`` is not a prediction, or a shape does not match.
     """
-    source, target = _check_prediction("source", source), _check_prediction("target", target)
+    source = validation.choice("source", source, PREDICTIONS)
+    target = validation.choice("target", target, PREDICTIONS)
     if source == target:
         return value
     score = value if source == "score" else _TO_SCORE[source](sde, x, t, value)
@@ -208,7 +203,7 @@ def to_score_fn(sde: SDE, fn: PredictionFn, prediction: Prediction) -> ScoreFn:
       TypeError: if ``sde`` is not an SDE or ``fn`` is not callable.
       ValueError: if ``prediction`` is not one of the four.
     """
-    prediction = _check_prediction("prediction", prediction)
+    prediction = validation.choice("prediction", prediction, PREDICTIONS)
     _check_sde(sde)
     _check_fn("fn", fn)
     if prediction == "score":
@@ -238,7 +233,7 @@ def from_score_fn(sde: SDE, score_fn: ScoreFn, prediction: Prediction) -> Predic
       TypeError: if ``sde`` is not an SDE or ``score_fn`` is not callable.
       ValueError: if ``prediction`` is not one of the four.
     """
-    prediction = _check_prediction("prediction", prediction)
+    prediction = validation.choice("prediction", prediction, PREDICTIONS)
     _check_sde(sde)
     _check_fn("score_fn", score_fn)
     if prediction == "score":
@@ -273,14 +268,6 @@ def _register(cls: type) -> type:
     return jax.tree_util.register_dataclass(cls, data_fields=[], meta_fields=fields)
 
 
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a real number, got {value!r}.")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
-    return float(value)
-
-
 class Preconditioning(abc.ABC):
     """A column of Karras et al.'s table 1: the scalings as functions of the noise level."""
 
@@ -306,7 +293,7 @@ class EDMPreconditioning(Preconditioning):
     sigma_data: float = 0.5
 
     def __post_init__(self):
-        object.__setattr__(self, "sigma_data", _positive("sigma_data", self.sigma_data))
+        object.__setattr__(self, "sigma_data", validation.positive("sigma_data", self.sigma_data))
 
     def scalings(self, sigma: ArrayLike) -> Scalings:
         """See the class docstring."""
@@ -359,18 +346,15 @@ class VPPreconditioning(Preconditioning):
     num_timesteps: int = 1000
 
     def __post_init__(self):
-        beta_max = _positive("beta_max", self.beta_max)
-        if isinstance(self.beta_min, bool) or not isinstance(self.beta_min, int | float):
-            raise TypeError(f"beta_min must be a real number, got {self.beta_min!r}.")
-        if not 0 <= self.beta_min < beta_max:
+        beta_max = validation.positive("beta_max", self.beta_max)
+        beta_min = validation.real("beta_min", self.beta_min)
+        if not 0 <= beta_min < beta_max:
             raise ValueError(
                 f"beta_min must satisfy 0 <= beta_min < beta_max = {beta_max}, "
                 f"got beta_min={self.beta_min!r}."
             )
-        m = self.num_timesteps
-        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
-            raise ValueError(f"num_timesteps must be an integer >= 2, got {m!r}.")
-        object.__setattr__(self, "beta_min", float(self.beta_min))
+        validation.integer("num_timesteps", self.num_timesteps, minimum=2)
+        object.__setattr__(self, "beta_min", beta_min)
         object.__setattr__(self, "beta_max", beta_max)
 
     def time_of_sigma(self, sigma: ArrayLike) -> Array:
@@ -405,10 +389,7 @@ def get_preconditioning(name: str, **kwargs) -> Preconditioning:
       ValueError: if ``name`` is none of them (or a keyword argument is out of range).
       TypeError: if a keyword argument is not a field of that preconditioning.
     """
-    if name not in PRECONDITIONINGS:
-        raise ValueError(
-            f"preconditioning must be one of {sorted(PRECONDITIONINGS)}, got {name!r}."
-        )
+    validation.choice("preconditioning", name, PRECONDITIONINGS, sort=True)
     return PRECONDITIONINGS[name](**kwargs)
 
 

@@ -24,7 +24,7 @@ into these objects.
 """
 
 import dataclasses
-import numbers
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sde_jax import ode
+from sde_jax import ode, validation
 from sde_jax.adjoint import check_adjoint
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, probability_flow_drift
@@ -313,8 +313,7 @@ def sample_in_chunks(
     Returns:
       The sampler's output.
     """
-    if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
-        raise ValueError(f"chunk_steps must be a positive integer, got {chunk_steps!r}.")
+    validation.integer("chunk_steps", chunk_steps, minimum=1)
     init_key, step_key = jax.random.split(key)
     advance = jax.jit(
         lambda state, start, n: sampler.advance(step_key, score_fn, state, start, n),
@@ -372,18 +371,10 @@ class AdaptiveODESampler:
     def __post_init__(self):
         check_shape(self.shape)
         check_adjoint(self.adjoint)
-        eps = self.eps
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < self.sde.T:
-            raise ValueError(f"eps must be a number in (0, T={self.sde.T}), got {eps!r}.")
+        validation.interval("eps", self.eps, 0, self.sde.T, closed=(False, False))
         for name in ("rtol", "atol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
-        if (
-            isinstance(self.max_steps, bool)
-            or not isinstance(self.max_steps, int)
-            or self.max_steps < 1
-        ):
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}.")
+            validation.interval(name, getattr(self, name), 0, math.inf, closed=(False, True))
+        validation.integer("max_steps", self.max_steps, minimum=1)
         _check_final_step(self.final_step)
 
     def __call__(self, key: Key, score_fn: ScoreFn) -> SampleOutput:

@@ -45,6 +45,7 @@ from typing import ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
+from sde_jax import validation
 from sde_jax.array_types import Array, ArrayLike, Data, Key, PerExample, ScoreFn, Times
 
 __all__ = [
@@ -61,15 +62,6 @@ __all__ = [
     "probability_flow_drift",
     "reverse_drift",
 ]
-
-
-def _check_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = type(value).__name__
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {kind}.")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}.")
-    return float(value)
 
 
 def batch_times(x: ArrayLike, t: ArrayLike) -> Array:
@@ -374,10 +366,9 @@ class _LinearBetaSDE(SDE):
     beta_max: float = 20.0
 
     def __post_init__(self):
-        beta_min = _check_number("beta_min", self.beta_min)
-        beta_max = _check_number("beta_max", self.beta_max)
-        if beta_min < 0:
-            raise ValueError(f"beta_min must be >= 0, got beta_min={beta_min}.")
+        beta_min = validation.real("beta_min", self.beta_min)
+        beta_max = validation.real("beta_max", self.beta_max)
+        validation.interval("beta_min", beta_min, 0.0, math.inf)
         if beta_min >= beta_max:
             raise ValueError(
                 f"beta_min must be smaller than beta_max, got beta_min={beta_min} >= "
@@ -479,7 +470,7 @@ class VPSDE(_LinearBetaSDE, DiscreteDDPM):
 
     def discrete_betas(self, num_steps: int) -> Array:
         """The DDPM schedule ``linspace(beta_min / N, beta_max / N, N)``, index 0 at t = 0."""
-        n = _check_num_steps(num_steps)
+        n = validation.integer("num_steps", num_steps, minimum=2)
         return jnp.linspace(self.beta_min / n, self.beta_max / n, n)
 
     def discretize(self, x, t, dt):
@@ -556,10 +547,9 @@ class VESDE(SDE, DiscreteSMLD):
     network_output = "score"
 
     def __post_init__(self):
-        sigma_min = _check_number("sigma_min", self.sigma_min)
-        sigma_max = _check_number("sigma_max", self.sigma_max)
-        if sigma_min <= 0:
-            raise ValueError(f"sigma_min must be > 0, got sigma_min={sigma_min}.")
+        sigma_min = validation.real("sigma_min", self.sigma_min)
+        sigma_max = validation.real("sigma_max", self.sigma_max)
+        validation.positive("sigma_min", sigma_min)
         if sigma_min >= sigma_max:
             raise ValueError(
                 f"sigma_min must be smaller than sigma_max, got sigma_min={sigma_min} >= "
@@ -641,7 +631,7 @@ class VESDE(SDE, DiscreteSMLD):
         The original kept a second, descending table for its models (``get_sigmas``); sde_jax
         has only this one, indexed like time.
         """
-        n = _check_num_steps(num_steps)
+        n = validation.integer("num_steps", num_steps, minimum=2)
         return jnp.exp(jnp.linspace(math.log(self.sigma_min), math.log(self.sigma_max), n))
 
     def discretize(self, x, t, dt):
@@ -698,10 +688,9 @@ class CosineVPSDE(SDE):
     t_max: float = 0.9946
 
     def __post_init__(self):
-        offset = _check_number("offset", self.offset)
-        t_max = _check_number("t_max", self.t_max)
-        if offset <= 0:
-            raise ValueError(f"offset must be > 0, got offset={offset}.")
+        offset = validation.real("offset", self.offset)
+        t_max = validation.real("t_max", self.t_max)
+        validation.positive("offset", offset)
         if not 0 < t_max < 1:
             raise ValueError(f"t_max must lie in (0, 1) (alpha_bar(1) = 0), got t_max={t_max}.")
         object.__setattr__(self, "offset", offset)
@@ -805,8 +794,8 @@ class EDMSDE(SDE):
     network_output = "score"
 
     def __post_init__(self):
-        sigma_min = _check_number("sigma_min", self.sigma_min)
-        sigma_max = _check_number("sigma_max", self.sigma_max)
+        sigma_min = validation.real("sigma_min", self.sigma_min)
+        sigma_max = validation.real("sigma_max", self.sigma_max)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
                 f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got "
@@ -865,9 +854,3 @@ class EDMSDE(SDE):
     def network_labels(self, t: ArrayLike) -> Array:
         r"""The noise level :math:`\sigma(t) = t`."""
         return self.sigma(t)
-
-
-def _check_num_steps(num_steps: object) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}.")
-    return num_steps

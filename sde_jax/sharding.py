@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sde_jax import validation
+
 BATCH_AXES = ("data", "fsdp")
 MIN_SHARDED_SIZE = 2**14  # smaller arrays (biases, norms) stay replicated under FSDP
 
@@ -78,8 +80,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh) -> Any:
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "training.batch_size") -> None:
     """Raises ValueError unless ``batch_size`` splits evenly over the devices and hosts."""
     devices, hosts = mesh.size, jax.process_count()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"{name} must be a positive integer, got {batch_size!r}.")
+    validation.integer(name, batch_size, minimum=1)
     if batch_size % devices or batch_size % hosts:
         raise ValueError(
             f"{name}={batch_size} must be divisible by the number of devices ({devices}) "

@@ -248,10 +248,10 @@ def test_t_of_sigma_is_defined_beyond_the_horizon(sde):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        (dict(num_steps=0), ValueError, r"num_steps must be a positive integer, got 0"),
-        (dict(num_steps=2.0), ValueError, r"num_steps must be a positive integer, got 2.0"),
-        (dict(s_churn=-1.0), ValueError, r"s_churn must be >= 0, got s_churn=-1.0"),
-        (dict(s_noise=-0.5), ValueError, r"s_noise must be >= 0, got s_noise=-0.5"),
+        (dict(num_steps=0), ValueError, r"num_steps must be an integer >= 1, got 0"),
+        (dict(num_steps=2.0), ValueError, r"num_steps must be an integer >= 1, got 2.0"),
+        (dict(s_churn=-1.0), ValueError, r"s_churn must be a number in \[0.0, inf\], got -1.0"),
+        (dict(s_noise=-0.5), ValueError, r"s_noise must be a number in \[0.0, inf\], got -0.5"),
         (dict(s_tmin=2.0, s_tmax=1.0), ValueError, r"s_tmin must be <= s_tmax, got s_tmin=2.0"),
         (dict(s_churn="a"), TypeError, r"s_churn must be a real number, got 'a'"),
         (dict(s_tmin=math.inf), ValueError, r"s_tmin must be a finite number, got inf"),

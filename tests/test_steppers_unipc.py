@@ -153,9 +153,9 @@ def test_order_one_without_corrector_is_ddim_and_bh2_order_two_is_dpm_solver_pp_
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"order": 4}, "order must be one of"),
-        ({"order": True}, "order must be one of"),
-        ({"variant": "bh3"}, "variant must be one of"),
+        ({"order": 4}, r"order must be an integer in \[1, 3\], got 4"),
+        ({"order": True}, r"order must be an integer in \[1, 3\], got True"),
+        ({"variant": "bh3"}, r"variant must be one of \['bh1', 'bh2'\], got 'bh3'"),
     ],
 )
 def test_unipc_rejects_bad_arguments_naming_them(kwargs, match):

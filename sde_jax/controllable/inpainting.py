@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sde_jax import predictions
+from sde_jax import predictions, validation
 from sde_jax.array_types import Array, Data, Key, ScoreFn
 from sde_jax.sampling import FixedGridSampler, SampleOutput
 from sde_jax.sdes import SDE, batch_times, expand_to
@@ -217,8 +217,7 @@ def get_inpainter(
       ValueError: for an unknown method, a sampler other than a fixed-grid one, or (at call
         time) data or mask of the wrong shape.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    validation.choice("method", method, METHODS)
     check_fixed_grid(sampler, "inpainting")
     sde, shape, dtype = sampler.sde, sampler.shape, sampler.dtype
 

@@ -9,13 +9,13 @@ by scaling the prior sample (:meth:`LatentCodec.sample`).
 """
 
 import dataclasses
-import numbers
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from sde_jax import ode, sampling
+from sde_jax import ode, sampling, validation
 from sde_jax.adjoint import check_adjoint
 from sde_jax.array_types import Array, Data, Key, ScoreFn
 from sde_jax.sampling import SampleOutput
@@ -149,8 +149,7 @@ class LatentCodec:
         Raises:
           ValueError: if ``num < 2`` or the shapes differ.
         """
-        if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-            raise ValueError(f"num must be an integer >= 2, got {num!r}.")
+        validation.integer("num", num, minimum=2)
         if jnp.shape(x0) != jnp.shape(x1):
             raise ValueError(
                 f"x0 and x1 must have one shape, got {jnp.shape(x0)} and {jnp.shape(x1)}."
@@ -193,11 +192,8 @@ def get_latent_codec(
         is not a positive integer.
     """
     eps = sampling.default_eps(sde) if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < sde.T:
-        raise ValueError(f"eps must be in (0, T={sde.T}), got {eps!r}.")
+    validation.interval("eps", eps, 0, sde.T, closed=(False, False))
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}.")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}.")
+        validation.interval(name, value, 0, math.inf, closed=(False, True))
+    validation.integer("max_steps", max_steps, minimum=1)
     return LatentCodec(sde, eps, rtol, atol, max_steps, adjoint)

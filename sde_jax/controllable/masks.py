@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from sde_jax import validation
+
 MASKS = ("half", "center", "random")
 """Mask kinds of :func:`make_mask`."""
 
@@ -18,8 +20,7 @@ def make_mask(kind: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     Raises:
       ValueError: for an unknown kind or a shape that is not ``(batch, H, W, C)``.
     """
-    if kind not in MASKS:
-        raise ValueError(f"mask must be one of {list(MASKS)}, got {kind!r}.")
+    validation.choice("mask", kind, MASKS)
     if len(shape) != 4:
         raise ValueError(f"shape must be (batch, H, W, C), got {shape!r}.")
     batch, height, width, _ = shape

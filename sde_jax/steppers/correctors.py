@@ -6,10 +6,12 @@ device count; here each example's step uses only its own norms.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
+from sde_jax import validation
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
@@ -21,10 +23,8 @@ def _per_example_norm(v: Array) -> Array:
 
 
 def _check(snr: object, n_steps: object) -> None:
-    if isinstance(snr, bool) or not isinstance(snr, int | float) or not snr > 0:
-        raise ValueError(f"snr must be a positive number, got {snr!r}.")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    validation.interval("snr", snr, 0, math.inf, closed=(False, True))
+    validation.integer("n_steps", n_steps, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)

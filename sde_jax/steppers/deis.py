@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sde_jax import predictions
+from sde_jax import predictions, validation
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE
 from sde_jax.steppers.base import State, register_static
@@ -140,11 +140,8 @@ class DEIS:
 
     def __post_init__(self):
         _check_sde(self.sde)
-        if isinstance(self.order, bool) or self.order not in DEIS_ORDERS:
-            raise ValueError(f"order must be one of {DEIS_ORDERS}, got {self.order!r}.")
-        points = self.quadrature_points
-        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-            raise ValueError(f"quadrature_points must be an integer >= 1, got {points!r}.")
+        validation.integer("order", self.order, min(DEIS_ORDERS), max(DEIS_ORDERS))
+        validation.integer("quadrature_points", self.quadrature_points, minimum=1)
 
     def init(self, x: Array) -> State:
         """No history yet; stored times are placeholders until ``count`` says otherwise."""

@@ -36,7 +36,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sde_jax import predictions
+from sde_jax import predictions, validation
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, check_log_snr_inverse
 from sde_jax.steppers.base import Memoryless, State, register_static
@@ -60,23 +60,10 @@ def _check_sde(sde: object) -> None:
         raise TypeError(f"sde must be an sde_jax.sdes.SDE such as VPSDE(), got {sde!r}.")
 
 
-def _check_number(name: str, value: object, low: float, high: float, closed: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if not (ok and (low <= value <= high if closed else low < value < high)):
-        interval = f"[{low}, {high}]" if closed else f"({low}, {high})"
-        raise ValueError(f"{name} must be a number in {interval}, got {name}={value!r}.")
-    return float(value)
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {name}={value!r}.")
-
-
 def _check_noise(stepper: object) -> None:
     _check_sde(stepper.sde)
     for name in ("eta", "s_noise"):
-        value = _check_number(name, getattr(stepper, name), 0.0, math.inf, closed=True)
+        value = validation.interval(name, getattr(stepper, name), 0.0, math.inf)
         object.__setattr__(stepper, name, value)
 
 
@@ -258,7 +245,7 @@ class DPMSolverPP3M(_ThreeStep):
 
     def __post_init__(self):
         _check_sde(self.sde)
-        _check_choice("variant", self.variant, ("taylor", "reference"))
+        validation.choice("variant", self.variant, ("taylor", "reference"), sort=True)
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """One update of the highest order the history allows; ``key`` is unused."""
@@ -302,7 +289,7 @@ class DPMSolverPP2MSDE:
 
     def __post_init__(self):
         _check_noise(self)
-        _check_choice("solver_type", self.solver_type, ("midpoint", "heun"))
+        validation.choice("solver_type", self.solver_type, ("midpoint", "heun"), sort=True)
 
     def init(self, x: Array) -> State:
         """No history yet: ``h_prev = 0`` marks the first step."""
@@ -349,7 +336,7 @@ class DPMSolverPP3MSDE(_ThreeStep):
 
     def __post_init__(self):
         _check_noise(self)
-        _check_choice("variant", self.variant, ("taylor", "reference"))
+        validation.choice("variant", self.variant, ("taylor", "reference"), sort=True)
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """One update of the highest order the history allows, then noise from ``key``."""
@@ -398,7 +385,8 @@ class DPMSolverPP2S(Memoryless):
     def __post_init__(self):
         _check_sde(self.sde)
         check_log_snr_inverse(self.sde, "DPMSolverPP2S")
-        object.__setattr__(self, "r", _check_number("r", self.r, 0.0, 1.0, closed=False))
+        r = validation.interval("r", self.r, 0.0, 1.0, closed=(False, False))
+        object.__setattr__(self, "r", r)
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """Two evaluations, at ``t`` and at u; ``key`` is unused."""
@@ -445,8 +433,8 @@ class DPMSolverPP3S(Memoryless):
     def __post_init__(self):
         _check_sde(self.sde)
         check_log_snr_inverse(self.sde, "DPMSolverPP3S")
-        r1 = _check_number("r1", self.r1, 0.0, 1.0, closed=False)
-        r2 = _check_number("r2", self.r2, 0.0, 1.0, closed=False)
+        r1 = validation.interval("r1", self.r1, 0.0, 1.0, closed=(False, False))
+        r2 = validation.interval("r2", self.r2, 0.0, 1.0, closed=(False, False))
         if not r1 < r2:
             raise ValueError(f"r1 must be smaller than r2, got r1={r1}, r2={r2}.")
         object.__setattr__(self, "r1", r1)
@@ -509,7 +497,7 @@ class DDIM(Memoryless):
 
     def __post_init__(self):
         _check_sde(self.sde)
-        object.__setattr__(self, "eta", _check_number("eta", self.eta, 0.0, 1.0, closed=True))
+        object.__setattr__(self, "eta", validation.interval("eta", self.eta, 0.0, 1.0))
 
     def step(self, key: Key, score_fn: ScoreFn, state: State, t: Array, t_next: Array) -> State:
         """One DDIM step; ``key`` draws z (unused for ``eta = 0``)."""

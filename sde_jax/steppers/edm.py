@@ -38,7 +38,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sde_jax import predictions
+from sde_jax import predictions, validation
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE, batch_times, expand_to
 from sde_jax.steppers.base import Memoryless, State, register_static
@@ -49,16 +49,6 @@ __all__ = ["EDMHeun", "EDMStochastic", "churn_gamma", "heun_in_sigma"]
 def _check_sde(sde: object) -> None:
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sde_jax.SDE, got {sde!r} of type {type(sde).__name__}.")
-
-
-def _check_real(name: str, value: object, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        kind = type(value).__name__
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {kind}.")
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        kind = "a non-NaN" if allow_inf else "a finite"
-        raise ValueError(f"{name} must be {kind} number, got {value!r}.")
-    return float(value)
 
 
 def _denoised(sde: SDE, score_fn: ScoreFn, x_hat: Array, t: Array) -> Array:
@@ -233,18 +223,15 @@ class EDMStochastic(Memoryless):
                 f"t_of_log_snr), which {sde_type.__name__} does not define; every SDE of "
                 "sde_jax does (VPSDE, SubVPSDE, VESDE, CosineVPSDE, EDMSDE)."
             )
-        steps = self.num_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {steps!r}.")
+        validation.integer("num_steps", self.num_steps, minimum=1)
         values = {
-            "s_churn": _check_real("s_churn", self.s_churn),
-            "s_tmin": _check_real("s_tmin", self.s_tmin),
-            "s_tmax": _check_real("s_tmax", self.s_tmax, allow_inf=True),
-            "s_noise": _check_real("s_noise", self.s_noise),
+            "s_churn": validation.real("s_churn", self.s_churn),
+            "s_tmin": validation.real("s_tmin", self.s_tmin),
+            "s_tmax": validation.real("s_tmax", self.s_tmax, allow_inf=True),
+            "s_noise": validation.real("s_noise", self.s_noise),
         }
         for name in ("s_churn", "s_noise"):
-            if values[name] < 0:
-                raise ValueError(f"{name} must be >= 0, got {name}={values[name]}.")
+            validation.interval(name, values[name], 0.0, math.inf)
         if values["s_tmin"] > values["s_tmax"]:
             raise ValueError(
                 f"s_tmin must be <= s_tmax, got s_tmin={values['s_tmin']} > "

@@ -27,7 +27,7 @@ import math
 
 import jax.numpy as jnp
 
-from sde_jax import predictions
+from sde_jax import predictions, validation
 from sde_jax.array_types import Array, Key, ScoreFn
 from sde_jax.sdes import SDE
 from sde_jax.steppers.base import State, register_static
@@ -150,10 +150,8 @@ class UniPC:
     def __post_init__(self):
         if not isinstance(self.sde, SDE):
             raise TypeError(f"sde must be an sde_jax.SDE, got {self.sde!r}.")
-        if isinstance(self.order, bool) or self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}.")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}.")
+        validation.integer("order", self.order, min(ORDERS), max(ORDERS))
+        validation.choice("variant", self.variant, VARIANTS)
         if not isinstance(self.corrector, bool):
             raise TypeError(f"corrector must be a bool, got {self.corrector!r}.")
 
