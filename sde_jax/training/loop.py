@@ -1,12 +1,15 @@
 """The training loop: config in, checkpoints, metrics and sample grids out.
 
-``train(config, workdir)`` validates the config before anything compiles, builds the mesh,
-model, SDE, optimizer and loss of the task (``training.task``: ``'score'``, the score model,
-optionally class-conditional; ``'classifier'``, the noise-conditional classifier of
-``sde_jax.classifier``), restores the newest checkpoint or initializes the state
-straight into its sharding, then runs the jitted (donated) step. Metrics leave the device
-only at log steps; a non-finite loss stops training with an error naming the step. SIGTERM
-(or JAX's preemption notice on multi-host jobs) triggers a checkpoint and a clean stop.
+``train(config, workdir)`` builds the :class:`~sde_jax.experiment.Experiment` (the config
+validated before anything compiles: mesh, model, SDE, optimizer and the task object of
+``training.task``, ``sde_jax.experiment.tasks``), then runs in phases: :func:`_setup` derives
+the state's shardings and restores the newest checkpoint or initializes the state straight
+into its sharding; :func:`_compile_step` jits the (donated) steps of the task's objective;
+:func:`_writers_and_hooks` opens the metric writer; :class:`_Loop` runs the steps and, after
+each call, logs (``_log``), evaluates (``_maybe_eval``) and checkpoints
+(``_maybe_checkpoint``). Metrics leave the device only at log steps; a non-finite loss stops
+training with an error naming the step. SIGTERM (or JAX's preemption notice on multi-host
+jobs) triggers a checkpoint and a clean stop.
 """
 
 import dataclasses
