@@ -12,7 +12,7 @@ import pytest
 
 from sde_jax import VPSDE, data, evaluation
 from sde_jax.apps import class_samples
-from sde_jax.experiment import Experiment
+from sde_jax.experiment import Experiment, rng
 from sde_jax.models import DDPM, NCSNpp, get_score_fn
 from sde_jax.training import loop
 from sde_jax.training.step import drop_labels
@@ -232,7 +232,7 @@ def test_sample_classes_with_classifier_guidance(trained):
     # Scale 0 is the unguided sampler: the plain sampler with the same key and parameters.
     experiment = Experiment(plain)
     params, _ = evaluation.restore_ema_params(experiment, str(root / "plain"))
-    key = jax.random.fold_in(jax.random.key(plain.seed + 5), 0)
+    key = jax.random.fold_in(rng.stream_key(plain.seed, "class_samples"), 0)
     unguided = experiment.sample_fn(key, params).x
     expected = np.round(np.clip(np.asarray(unguided), 0, 1) * 255).astype(np.uint8)
     # (up to one gray level: the two programs may round differently)
