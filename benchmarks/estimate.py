@@ -69,6 +69,7 @@ def train_step_flops(per_device_batch: int, config=None) -> tuple[float, int]:
     from configs.ve import cifar10_ncsnpp_continuous
     from sde_jax import losses
     from sde_jax.experiment import build
+    from sde_jax.experiment.tasks import ScoreTask
     from sde_jax.training.state import create_state
     from sde_jax.training.step import train_step
 
@@ -90,10 +91,11 @@ def train_step_flops(per_device_batch: int, config=None) -> tuple[float, int]:
         return create_state(params, tx, jax.random.key(1))
 
     state = jax.eval_shape(init)
+    kw = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
+    task = ScoreTask(model=model, sde=sde, loss_fn=loss_fn, score_kwargs=kw)
     step = functools.partial(
-        train_step, model=model, sde=sde, loss_fn=loss_fn, tx=tx,
-        ema_rate=config.model.ema_rate, continuous=t.continuous, num_scales=config.sde.num_scales,
-    )  # fmt: skip
+        train_step, objective=task.objective, tx=tx, ema_rate=config.model.ema_rate
+    )
     batch = {"image": jax.ShapeDtypeStruct((per_device_batch, size, size, channels), jnp.float32)}
     analysis = jax.jit(step).lower(state, batch).cost_analysis()
     if isinstance(analysis, list | tuple):

@@ -222,15 +222,15 @@ def train_step_compile(sde, model, params, x) -> float:
     from configs import default
     from sde_jax import losses
     from sde_jax.experiment import build
+    from sde_jax.experiment.tasks import ScoreTask
     from sde_jax.training.state import create_state
     from sde_jax.training.step import train_step
 
     tx = build.build_optimizer(default.get_default_config().optim)
     state = create_state(params, tx, jax.random.key(0))
-    step = functools.partial(
-        train_step, model=model, sde=sde, loss_fn=losses.get_loss_fn(sde), tx=tx,
-        ema_rate=0.999, continuous=True, num_scales=1000,
-    )  # fmt: skip
+    kw = {"continuous": True, "num_scales": 1000}
+    task = ScoreTask(model=model, sde=sde, loss_fn=losses.get_loss_fn(sde), score_kwargs=kw)
+    step = functools.partial(train_step, objective=task.objective, tx=tx, ema_rate=0.999)
     images = {"image": jnp.clip(0.5 + 0.2 * x, 0.0, 1.0)}
     return compile_timed(step, state, images)[1]
 

@@ -56,6 +56,7 @@ def measure(
     from configs import default
     from sde_jax import losses, sharding
     from sde_jax.experiment import build
+    from sde_jax.experiment.tasks import ScoreTask
     from sde_jax.models import presets
     from sde_jax.runtime import block_if_needed, must_block_each_step
     from sde_jax.training.state import create_state
@@ -77,10 +78,9 @@ def measure(
     shardings = sharding.state_shardings(jax.eval_shape(init), mesh)
     state = jax.jit(init, out_shardings=shardings)()
     kw = {"continuous": True, "num_scales": 1000}
+    task = ScoreTask(model=model, sde=sde, loss_fn=loss_fn, score_kwargs=kw)
     step = jax.jit(
-        functools.partial(
-            train_step, model=model, sde=sde, loss_fn=loss_fn, tx=tx, ema_rate=0.999, **kw
-        ),
+        functools.partial(train_step, objective=task.objective, tx=tx, ema_rate=0.999),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=0,

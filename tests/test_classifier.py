@@ -12,11 +12,13 @@ from configs import default
 from configs.classifier import cifar10_wrn28_10
 from sde_jax import VESDE, VPSDE, classifier, data
 from sde_jax.data import sources
+from sde_jax.experiment import Experiment
+from sde_jax.experiment.tasks import ClassifierTask
 from sde_jax.models import build_model
 from sde_jax.models.wideresnet import WideResNet
 from sde_jax.training import checkpoint, loop
 from sde_jax.training.state import create_state
-from sde_jax.training.step import classifier_train_step
+from sde_jax.training.step import train_step
 
 TINY = {"depth": 10, "widen_factor": 1, "num_classes": 10, "embedding_size": 8}
 
@@ -135,7 +137,10 @@ def test_loss_decreases_on_a_fixed_batch():
     state = create_state(params["params"], tx, jax.random.key(1))
     step = jax.jit(
         functools.partial(
-            classifier_train_step, model=model, sde=sde, tx=tx, ema_rate=0.0, eps=1e-5
+            train_step,
+            objective=ClassifierTask(model=model, sde=sde, eps=1e-5).objective,
+            tx=tx,
+            ema_rate=0.0,
         )
     )
 
@@ -186,7 +191,7 @@ def test_classifier_trains_checkpoints_and_resumes(tmp_path):
     workdir = str(tmp_path / "clf")
     first = loop.train(classifier_config(4), workdir)
     assert int(first.step) == 4
-    experiment = loop.Experiment(classifier_config(4))
+    experiment = Experiment(classifier_config(4))
     abstract = jax.eval_shape(experiment.init_state)
     ckpt = checkpoint.Checkpointer(workdir)
     assert ckpt.periodic.all_steps() == [4]
@@ -211,20 +216,20 @@ def test_classifier_options_are_validated():
     config = classifier_config(2)
     config.model.num_classes = None
     with pytest.raises(ValueError, match=r"needs model\.num_classes"):
-        loop.Experiment(config)
+        Experiment(config)
     config = classifier_config(2)
     config.training.task = "regression"
     with pytest.raises(ValueError, match=r"training\.task must be one of"):
-        loop.Experiment(config)
+        Experiment(config)
     config = classifier_config(2)
     config.model.num_classes = 7
     with pytest.raises(ValueError, match=r"model\.num_classes must equal the 10 classes"):
-        loop.Experiment(config)
+        Experiment(config)
     config = classifier_config(2)
     config.training.label_dropout = 0.1
     with pytest.raises(ValueError, match="label_dropout"):
-        loop.Experiment(config)
+        Experiment(config)
     config = classifier_config(2)
     config.training.task = "score"
     with pytest.raises(ValueError, match="is a classifier"):
-        loop.Experiment(config)
+        Experiment(config)

@@ -12,6 +12,7 @@ import pytest
 
 from sde_jax import VPSDE, data, evaluation
 from sde_jax.apps import class_samples
+from sde_jax.experiment import Experiment, rng
 from sde_jax.models import DDPM, NCSNpp, get_score_fn
 from sde_jax.training import loop
 from sde_jax.training.step import drop_labels
@@ -159,7 +160,7 @@ def test_conditional_model_trains_with_label_dropout(trained):
     assert int(state.step) == 2
     config = conditional_config(2)
     embedding = np.asarray(state.params["ClassEmbed"]["embedding"])
-    initial = jax.jit(loop.Experiment(config).init_state)().params["ClassEmbed"]["embedding"]
+    initial = jax.jit(Experiment(config).init_state)().params["ClassEmbed"]["embedding"]
     moved = set(np.flatnonzero(np.abs(embedding - np.asarray(initial)).max(axis=1) > 0))
     # Adam moves only the rows whose labels occurred: the classes of the two batches (some
     # maybe dropped to the null row 10). Ignoring the labels would move row 10 alone.
@@ -173,15 +174,15 @@ def test_conditional_options_are_validated():
     config = conditional_config()
     config.training.label_dropout = 1.0
     with pytest.raises(ValueError, match=r"training\.label_dropout must be in"):
-        loop.Experiment(config)
+        Experiment(config)
     config = conditional_config()
     config.model.num_classes = None
     with pytest.raises(ValueError, match="needs a class-conditional score model"):
-        loop.Experiment(config)
+        Experiment(config)
     config = conditional_config()
     config.model.num_classes = 3
     with pytest.raises(ValueError, match=r"must equal the 10 classes of data\.dataset='digits'"):
-        loop.Experiment(config)
+        Experiment(config)
 
 
 CONFIG_FILE = """
@@ -229,9 +230,9 @@ def test_sample_classes_with_classifier_guidance(trained):
     assert str(np.load(out)["mode"]) == "classifier"
     assert os.path.getsize(str(root / "guided" / "two_class2.png")) > 0
     # Scale 0 is the unguided sampler: the plain sampler with the same key and parameters.
-    experiment = loop.Experiment(plain)
+    experiment = Experiment(plain)
     params, _ = evaluation.restore_ema_params(experiment, str(root / "plain"))
-    key = jax.random.fold_in(jax.random.key(plain.seed + 5), 0)
+    key = jax.random.fold_in(rng.stream_key(plain.seed, "class_samples"), 0)
     unguided = experiment.sample_fn(key, params).x
     expected = np.round(np.clip(np.asarray(unguided), 0, 1) * 255).astype(np.uint8)
     # (up to one gray level: the two programs may round differently)

@@ -14,6 +14,7 @@ from configs import quickstart
 from sde_jax import data, evaluation, likelihood
 from sde_jax.apps import cli
 from sde_jax.evaluation import cache, parts, samples, store
+from sde_jax.experiment import Experiment
 from sde_jax.training import loop
 
 
@@ -48,7 +49,7 @@ def trained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("trained"))
     config = tiny_config()
     loop.train(config, workdir)
-    experiment = loop.Experiment(config)
+    experiment = Experiment(config)
     params, step = parts.restore_ema_params(experiment, workdir)
     assert step == 2
     return workdir, experiment, params
@@ -368,7 +369,7 @@ def test_interrupted_sample_set_is_not_completed_with_other_settings(
     new = cache.part_fingerprint(config, "samples", 2)
     step2 = evaluation.step_dir(workdir, 2)
     assert new != old and len(os.listdir(os.path.join(step2, f"samples-{old}"))) == 1
-    experiment = loop.Experiment(config)
+    experiment = Experiment(config)
     sampler = experiment.sampler
     expected = sampler.stepper.nfe_per_step * sampler.num_steps + sampler.final_step.nfe
     chunks = [samples.chunk_path(os.path.join(step2, f"samples-{new}"), i) for i in range(2)]

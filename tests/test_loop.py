@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from configs import default
 from sde_jax import evaluation
+from sde_jax.experiment import Experiment
 from sde_jax.training import checkpoint, loop
 
 
@@ -78,27 +79,27 @@ def test_bad_configs_fail_before_compilation():
     config = tiny_config()
     config.data.image_size = 9  # ch_mult (1, 2) halves the image once
     with pytest.raises(ValueError, match=r"data.image_size=9 must be divisible by"):
-        loop.Experiment(config)
+        Experiment(config)
     config = tiny_config()
     config.sde.name = "ddpm"
     with pytest.raises(ValueError, match=r"sde.name must be one of"):
-        loop.Experiment(config)
+        Experiment(config)
     config = tiny_config()
     config.model.name = "unet"
     with pytest.raises(ValueError, match=r"model.name must be one of"):
-        loop.Experiment(config)
+        Experiment(config)
     config = tiny_config()
     config.sampling.predictor = "ddim"
     with pytest.raises(ValueError, match=r"sampling.predictor must be one of"):
-        loop.Experiment(config)
+        Experiment(config)
     config = tiny_config()
     config.training.batch_size = 12
     with pytest.raises(ValueError, match=r"training.batch_size=12 must be divisible"):
-        loop.Experiment(config)
+        Experiment(config)
     config = tiny_config()
     config.data.update(dataset="cifar10", data_dir="/nonexistent", num_channels=3)
     with pytest.raises(ValueError, match="tfds build"):
-        loop.Experiment(config)
+        Experiment(config)
 
 
 CONFIG_FILE = """

@@ -90,20 +90,17 @@ def _single_process_reference(config, num_shards):
     import functools
 
     from sde_jax import data
-    from sde_jax.training import loop
+    from sde_jax.experiment import Experiment
     from sde_jax.training.step import train_steps
 
-    experiment = loop.Experiment(config, devices=jax.devices()[:1])
+    experiment = Experiment(config, devices=jax.devices()[:1])
     state = jax.jit(experiment.init_state)()
     step = jax.jit(
         functools.partial(
             train_steps,
-            model=experiment.model,
-            sde=experiment.sde,
-            loss_fn=experiment.loss_fn,
+            objective=experiment.task.objective,
             tx=experiment.tx,
             ema_rate=config.model.ema_rate,
-            **experiment.score_kwargs,
         )
     )
     local_batch = config.training.batch_size // num_shards

@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from configs import default
 from sde_jax import VESDE, losses, sharding
 from sde_jax.experiment import build
+from sde_jax.experiment.tasks import ScoreTask
 from sde_jax.training import checkpoint
 from sde_jax.training.loop import _check_finite
 from sde_jax.training.state import create_state
@@ -40,6 +41,8 @@ def setup_step(mesh):
     optim.warmup = 2
     tx = build.build_optimizer(optim)
     loss_fn = losses.get_loss_fn(sde, continuous=True, reduce_mean=False)
+    score_kwargs = {"continuous": True, "num_scales": 1000}
+    task = ScoreTask(model=model, sde=sde, loss_fn=loss_fn, score_kwargs=score_kwargs)
 
     def init():
         params = model.init(jax.random.key(0), jnp.zeros((1, *SHAPE[1:])), jnp.ones(1))["params"]
@@ -51,13 +54,9 @@ def setup_step(mesh):
     step = jax.jit(
         functools.partial(
             train_steps,
-            model=model,
-            sde=sde,
-            loss_fn=loss_fn,
+            objective=task.objective,
             tx=tx,
             ema_rate=0.9,
-            continuous=True,
-            num_scales=1000,
         ),
         in_shardings=(shardings, sharding.batch_sharding(mesh, 1)),
         out_shardings=(shardings, sharding.replicated(mesh)),

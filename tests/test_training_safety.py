@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sde_jax import data
+from sde_jax.experiment import Experiment
 from sde_jax.training import checkpoint, loop
 from tests import test_loop
 
@@ -174,4 +175,4 @@ def test_invalid_training_values_fail_before_compiling(key, value, message):
     bad = config()
     bad.training[key] = value
     with pytest.raises(ValueError, match=message):
-        loop.Experiment(bad)
+        Experiment(bad)

@@ -28,7 +28,8 @@ from absl import logging
 
 from sde_jax import classifier, data, evaluation, images
 from sde_jax.experiment import build
-from sde_jax.training.loop import Experiment
+from sde_jax.experiment.bundle import Experiment
+from sde_jax.experiment.rng import stream_key
 
 __all__ = ["parse_classes", "sample_classes_to_files"]
 
@@ -91,10 +92,10 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
             "--classifier_workdir (train one with configs/classifier/cifar10_wrn28_10.py)."
         )
     clf = Experiment(classifier_config)
-    if clf.task != "classifier":
+    if clf.task_name != "classifier":
         raise ValueError(
             f"--classifier_config must be a classifier config (training.task='classifier'), "
-            f"got training.task={clf.task!r}."
+            f"got training.task={clf.task_name!r}."
         )
     if build.build_sde(classifier_config.sde) != experiment.sde:
         raise ValueError(
@@ -153,8 +154,10 @@ def sample_classes_to_files(
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
     classes = tuple(int(c) for c in classes)
     experiment = Experiment(config)
-    if experiment.task != "score":
-        raise ValueError(f"--config must be a score model's config, got task {experiment.task!r}.")
+    if experiment.task_name != "score":
+        raise ValueError(
+            f"--config must be a score model's config, got task {experiment.task_name!r}."
+        )
     sample, mode, num_classes, clf_params = _guided_sample_fn(
         config, experiment, classifier_config, classifier_workdir
     )
@@ -163,7 +166,7 @@ def sample_classes_to_files(
     sample = jax.jit(sample)
     batch = config.training.sample_batch_size
     labels = np.asarray([classes[i % len(classes)] for i in range(num_samples)], np.int32)
-    key = jax.random.key(config.seed + 5)
+    key = stream_key(config.seed, "class_samples")
     to_unit = data.inverse_scaler(config.data.centered)
     batches = []
     label = images.sampler_label(

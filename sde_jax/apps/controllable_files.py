@@ -18,7 +18,8 @@ from absl import logging
 from sde_jax import data, evaluation, images
 from sde_jax.controllable.masks import make_mask
 from sde_jax.experiment import build
-from sde_jax.training.loop import Experiment
+from sde_jax.experiment.bundle import Experiment
+from sde_jax.experiment.rng import stream_key
 
 
 def load_images(
@@ -107,7 +108,7 @@ def inpaint_to_files(
         experiment.sde, config.sampling, originals.shape, method=method
     )
     run = jax.jit(lambda key, p, x, m: inpainter(key, experiment.score_fn(p), x, m))
-    out = run(jax.random.key(config.seed + 5), params, originals, masks)
+    out = run(stream_key(config.seed, "inpainting"), params, originals, masks)
     result, original = _to_uint8(config, out.x, output, step), _to_uint8(config, originals)
     mask_u8 = np.round(masks * 255).astype(np.uint8)
     masked = (original * masks).astype(np.uint8)
@@ -153,7 +154,7 @@ def colorize_to_files(
     gray = originals.mean(-1, keepdims=True)
     colorizer = build.colorizer_from_config(experiment.sde, config.sampling, originals.shape)
     run = jax.jit(lambda key, p, g: colorizer(key, experiment.score_fn(p), g))
-    out = run(jax.random.key(config.seed + 6), params, gray)
+    out = run(stream_key(config.seed, "colorization"), params, gray)
     result, gray_u8 = _to_uint8(config, out.x, output, step), _to_uint8(config, gray)
     original = _to_uint8(config, originals)
     _write(

@@ -4,9 +4,10 @@ Each part's result is stored under ``{part}-{fingerprint}`` (its ``summary.json`
 progress file ``bpd-<fp>.npz``, its sample directory ``samples-<fp>/``), where the
 fingerprint hashes everything that determines it: the model, SDE and data sections, the
 time conditioning (``training.continuous``), the seed, the checkpoint step, that the EMA
-parameters are used, and the part's own keys (:data:`PART_KEYS`). A rerun with other
-settings gets another fingerprint, so it computes a new entry beside the old one instead of
-reusing it or completing it; the same settings again reuse it.
+parameters are used, the version of the random streams the seed is folded into
+(``sde_jax.experiment.rng.STREAMS_VERSION``), and the part's own keys (:data:`PART_KEYS`).
+A rerun with other settings gets another fingerprint, so it computes a new entry beside the
+old one instead of reusing it or completing it; the same settings again reuse it.
 
 Results of versions before fingerprints (entries ``bpd``, ``samples``, files ``bpd.npz``,
 ``samples/``) are left on disk and ignored.
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sde_jax.evaluation import store
+from sde_jax.experiment.rng import STREAMS_VERSION
 
 COMMON_KEYS = ("model", "sde", "data", "seed", "training.continuous")
 """Config keys (sections or dotted keys) that determine every part."""
@@ -58,7 +60,7 @@ def settings(config: Any, part: str, step: int) -> dict[str, Any]:
     if part not in PART_KEYS:
         raise ValueError(f"part must be one of {sorted(PART_KEYS)}, got {part!r}.")
     values = {key: _lookup(config, key) for key in (*COMMON_KEYS, *PART_KEYS[part])}
-    return {**values, "step": int(step), "ema": True}
+    return {**values, "step": int(step), "ema": True, "rng": STREAMS_VERSION}
 
 
 def part_fingerprint(config: Any, part: str, step: int) -> str:

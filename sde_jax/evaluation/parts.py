@@ -19,11 +19,17 @@ from sde_jax import data, images, likelihood, sharding
 from sde_jax.evaluation import bpd as bpd_lib
 from sde_jax.evaluation import inception, store
 from sde_jax.experiment import build
+from sde_jax.experiment.bundle import Experiment
+from sde_jax.experiment.rng import stream_key
 from sde_jax.training import checkpoint
-from sde_jax.training.loop import Experiment
 
-# Key offsets from config.seed: training uses 0-2.
-SAMPLE_SEED, BPD_SEED, LOSS_SEED, BPD_TRAIN_SEED = 3, 4, 5, 7
+# The random streams (sde_jax.experiment.rng) of the evaluation parts.
+SAMPLE_SEED, BPD_SEED, LOSS_SEED, BPD_TRAIN_SEED = (
+    "eval_samples",
+    "eval_bpd",
+    "eval_loss",
+    "eval_bpd_train",
+)
 
 
 def restore_ema_params(experiment: Experiment, workdir: str, step: int | None = None):
@@ -186,7 +192,7 @@ def make_chunk_sampler(
     """
     config, mesh = experiment.config, experiment.mesh
     draw = _draw_fn(experiment)
-    key = jax.random.key(config.seed + SAMPLE_SEED)
+    key = stream_key(config.seed, SAMPLE_SEED)
     s = config.sampling
     label = images.sampler_label(s.method, s.predictor, s.corrector)
 

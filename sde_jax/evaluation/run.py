@@ -40,7 +40,8 @@ from sde_jax import data, images, likelihood, sharding
 from sde_jax.evaluation import cache, store
 from sde_jax.evaluation import parts as parts_lib
 from sde_jax.evaluation import samples as samples_lib
-from sde_jax.training.loop import Experiment
+from sde_jax.experiment.bundle import Experiment
+from sde_jax.experiment.rng import stream_key
 
 PARTS = ("bpd", "bpd_train", "loss", "samples", "quality")
 """The parts of an evaluation, in the order they run."""
@@ -93,12 +94,12 @@ class _Run:
     def run(self, part: str) -> dict[str, Any]:
         return getattr(self, f"_{part}")()
 
-    def _bpd_of(self, split: str, seed: int, name: str) -> dict[str, Any]:
+    def _bpd_of(self, split: str, seed: str, name: str) -> dict[str, Any]:
         result = parts_lib.bits_per_dim_of_split(
             self.experiment,
             self.params,
             split,
-            jax.random.key(self.config.seed + seed),
+            stream_key(self.config.seed, seed),
             progress_path=self._path(name, ".npz"),
             on_unit=self.on_unit,
         )
@@ -113,7 +114,7 @@ class _Run:
     def _loss(self):
         local = self.config.eval.batch_size // jax.process_count()
         batches = data.eval_iterator(self.config.data, local)
-        key = jax.random.key(self.config.seed + parts_lib.LOSS_SEED)
+        key = stream_key(self.config.seed, parts_lib.LOSS_SEED)
         return {"eval_loss": parts_lib.eval_loss(self.experiment, self.params, batches, key)}
 
     def _samples(self):
@@ -315,7 +316,7 @@ def held_out_bits_per_dim(
     experiment = Experiment(config)
     _check_eval_config(config.eval, experiment.mesh)
     params, _ = parts_lib.restore_ema_params(experiment, workdir, step)
-    key = jax.random.key(config.seed + parts_lib.BPD_SEED)
+    key = stream_key(config.seed, parts_lib.BPD_SEED)
     return parts_lib.bits_per_dim_of_split(experiment, params, config.data.eval_split, key)
 
 
@@ -336,7 +337,7 @@ def sample_to_files(
     batches, done = [], 0
     s = config.sampling
     label = images.sampler_label(s.method, s.predictor, s.corrector)
-    key = jax.random.key(config.seed + parts_lib.SAMPLE_SEED)
+    key = stream_key(config.seed, parts_lib.SAMPLE_SEED)
     while done < num_samples:
         out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
         x = to_unit(np.asarray(out.x))

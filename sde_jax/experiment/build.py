@@ -20,6 +20,8 @@ import numpy as np
 import optax
 
 from sde_jax import controllable, grids, ode, sampling
+from sde_jax.experiment.tasks import ClassifierTask, ScoreTask, Task
+from sde_jax.losses import get_loss_fn
 from sde_jax.models import build_model
 from sde_jax.sdes import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax.steppers import (
@@ -45,6 +47,7 @@ from sde_jax.steppers import (
     ReverseDiffusion,
     UniPC,
 )
+from sde_jax.validation import choice, integer, interval
 
 SDES: dict[str, type[SDE]] = {
     "vesde": VESDE,
@@ -411,4 +414,139 @@ def latent_codec_from_config(sde: SDE, config: Any) -> controllable.LatentCodec:
     s = sampling_settings(config)
     return controllable.get_latent_codec(
         sde, eps=s["eps"], rtol=s["rtol"], atol=s["atol"], max_steps=s["max_steps"]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The training section and the task: ``training.*`` checks, ``training.task`` to a task object.
+
+TRAINING_POSITIVE_INTS = ("n_iters", "n_jitted_steps", "batch_size", "sample_batch_size")
+TRAINING_FREQUENCIES = ("log_freq", "eval_freq", "snapshot_freq", "snapshot_freq_for_preemption")
+
+TASKS = ("score", "classifier")
+"""Valid ``training.task`` values."""
+
+CONDITIONAL_MODELS = ("ncsnpp", "ddpm")
+"""Score networks with a class embedding (``model.num_classes``)."""
+
+
+def check_training_options(training: Mapping[str, Any]) -> None:
+    """Validates the ``training`` section (steps, frequencies, sizes, flags).
+
+    Args:
+      training: the config's ``training`` section.
+
+    Raises:
+      ValueError: naming the key, the value and the valid range, for the first bad value.
+      TypeError: if ``training.allow_config_change`` is not a bool.
+    """
+    for name in TRAINING_POSITIVE_INTS:
+        integer(f"training.{name}", training[name], minimum=1)
+    for name in TRAINING_FREQUENCIES:
+        meaning = " (steps between events; 0: never)"
+        integer(f"training.{name}", training[name], minimum=0, meaning=meaning)
+    if training.get("max_to_keep") is not None:
+        meaning = " or None (keep all)"
+        integer("training.max_to_keep", training["max_to_keep"], minimum=1, meaning=meaning)
+    interval("training.eps", training["eps"], 0, 1, closed=(False, True))
+    if "label_dropout" in training:
+        interval("training.label_dropout", training["label_dropout"], 0, 1)
+    allow = training.get("allow_config_change", False)
+    if not isinstance(allow, bool):
+        raise TypeError(f"training.allow_config_change must be True or False, got {allow!r}.")
+
+
+def check_task_options(
+    config: Mapping[str, Any], data_classes: int | None
+) -> tuple[str, int | None]:
+    """Validates ``training.task``, ``model.num_classes`` and ``training.label_dropout``.
+
+    Args:
+      config: the experiment config (its training, model and data sections are read).
+      data_classes: the number of classes of the data set's labels, or None if it has none
+        (``sde_jax.data.num_classes``).
+
+    Returns:
+      The task and the number of classes (None for an unconditional score model).
+
+    Raises:
+      ValueError: naming the key, the value and what was expected, for an unknown task, a
+        classifier that is not a ``'wideresnet'`` or has no ``num_classes``, label dropout
+        without a class-conditional model, a conditional model of another architecture, or
+        ``num_classes`` that differs from the data set's (or a data set without labels).
+    """
+    t, model = config["training"], config["model"]
+    task = t.get("task", "score")
+    choice("training.task", task, TASKS)
+    num_classes = model.get("num_classes", None)
+    if task == "classifier" and num_classes is None:
+        raise ValueError("training.task='classifier' needs model.num_classes, got None.")
+    if task == "classifier" and model["name"] != "wideresnet":
+        raise ValueError(
+            f"training.task='classifier' needs model.name='wideresnet', got {model['name']!r}."
+        )
+    if task == "score" and model["name"] == "wideresnet":
+        raise ValueError("model.name='wideresnet' is a classifier: set training.task='classifier'.")
+    rate = t.get("label_dropout", 0.0)
+    if not 0.0 <= rate < 1.0:  # stricter than check_training_options: 1 drops every label
+        raise ValueError(f"training.label_dropout must be in [0, 1), got {rate!r}.")
+    if rate > 0 and (task != "score" or num_classes is None):
+        raise ValueError(
+            f"training.label_dropout={rate} needs a class-conditional score model "
+            "(training.task='score' and model.num_classes set)."
+        )
+    if task == "score" and num_classes is not None and model["name"] not in CONDITIONAL_MODELS:
+        raise ValueError(
+            f"model.num_classes={num_classes} (a class-conditional score model) needs "
+            f"model.name in {list(CONDITIONAL_MODELS)}, got {model['name']!r}."
+        )
+    if num_classes is not None:
+        dataset = config["data"]["dataset"]
+        if data_classes is None:
+            raise ValueError(
+                f"model.num_classes={num_classes} needs class labels, but data.dataset="
+                f"{dataset!r} has none."
+            )
+        if data_classes != num_classes:
+            raise ValueError(
+                f"model.num_classes must equal the {data_classes} classes of data.dataset="
+                f"{dataset!r}, got {num_classes!r}."
+            )
+    return task, num_classes
+
+
+def build_task(
+    config: Mapping[str, Any], sde: SDE, model: nn.Module, score_kwargs: Mapping[str, Any]
+) -> Task:
+    """The task object of ``training.task`` (checked first by :func:`check_task_options`).
+
+    Args:
+      config: the experiment config (its training, model and sde sections are read).
+      sde: the forward SDE (:func:`build_sde`).
+      model: the network (:func:`build_model_from_config`).
+      score_kwargs: the score parameterization's keywords, passed through to the score task.
+
+    Raises:
+      ValueError: for a ``training.task`` not in :data:`TASKS`.
+    """
+    t = config["training"]
+    name = choice("training.task", t.get("task", "score"), TASKS)
+    if name == "classifier":
+        return ClassifierTask(model=model, sde=sde, eps=t["eps"])
+    loss_fn = get_loss_fn(
+        sde,
+        continuous=t["continuous"],
+        reduce_mean=t["reduce_mean"],
+        likelihood_weighting=t["likelihood_weighting"],
+        importance_sampling=t["importance_sampling"],
+        eps=t["eps"],
+        num_scales=config["sde"]["num_scales"],
+    )
+    return ScoreTask(
+        model=model,
+        sde=sde,
+        loss_fn=loss_fn,
+        score_kwargs=dict(score_kwargs),
+        num_classes=config["model"].get("num_classes", None),
+        label_dropout=t.get("label_dropout", 0.0),
     )

@@ -1,14 +1,18 @@
 """The training loop: config in, checkpoints, metrics and sample grids out.
 
-``train(config, workdir)`` validates the config before anything compiles, builds the mesh,
-model, SDE, optimizer and loss of the task (``training.task``: ``'score'``, the score model,
-optionally class-conditional; ``'classifier'``, the noise-conditional classifier of
-``sde_jax.classifier``), restores the newest checkpoint or initializes the state
-straight into its sharding, then runs the jitted (donated) step. Metrics leave the device
-only at log steps; a non-finite loss stops training with an error naming the step. SIGTERM
-(or JAX's preemption notice on multi-host jobs) triggers a checkpoint and a clean stop.
+``train(config, workdir)`` builds the :class:`~sde_jax.experiment.Experiment` (the config
+validated before anything compiles: mesh, model, SDE, optimizer and the task object of
+``training.task``, ``sde_jax.experiment.tasks``), then runs in phases: :func:`_setup` derives
+the state's shardings and restores the newest checkpoint or initializes the state straight
+into its sharding; :func:`_compile_step` jits the (donated) steps of the task's objective;
+:func:`_writers_and_hooks` opens the metric writer; :class:`_Loop` runs the steps and, after
+each call, logs (``_log``), evaluates (``_maybe_eval``) and checkpoints
+(``_maybe_checkpoint``). Metrics leave the device only at log steps; a non-finite loss stops
+training with an error naming the step. SIGTERM (or JAX's preemption notice on multi-host
+jobs) triggers a checkpoint and a clean stop.
 """
 
+import dataclasses
 import functools
 import os
 import signal
@@ -22,136 +26,13 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sde_jax import data, images, losses, sharding
-from sde_jax.experiment import build
-from sde_jax.models import get_score_fn
+from sde_jax import data, images, sharding
+from sde_jax.experiment.bundle import Experiment
+from sde_jax.experiment.rng import stream_key
 from sde_jax.runtime import block_if_needed, must_block_each_step
-from sde_jax.training import checkpoint, options, tasks
-from sde_jax.training import step as step_lib
-from sde_jax.training.state import TrainState, create_state
-from sde_jax.training.step import network_score_fn, train_steps
-
-
-class Experiment:
-    """The objects a config describes, built once and validated before compilation.
-
-    Attributes:
-      config: the full config.
-      task: ``training.task``, ``'score'`` or ``'classifier'``.
-      num_classes: classes of a class-conditional score model or of the classifier, or None.
-      sde: the forward SDE.
-      model: the score network or the classifier.
-      tx: the optimizer.
-      loss_fn: ``loss_fn(key, score_fn, x) -> LossOutput`` (score task; None otherwise).
-      step_fn: the task's train step (see ``sde_jax.training.step``).
-      step_kwargs: its keyword arguments (model, SDE, loss ...) but ``tx`` and ``ema_rate``.
-      mesh: the device mesh.
-      image_shape: ``(H, W, C)``.
-      sampler: the snapshot sampler (score task; None otherwise).
-    """
-
-    def __init__(self, config: ml_collections.ConfigDict, devices: list | None = None):
-        self.config = config
-        options.check_training_options(config.training)
-        data.validate(config.data)
-        self.task, self.num_classes = tasks.check_task_options(config)
-        self.sde = build.build_sde(config.sde)
-        self.model = build.build_model_from_config(config)
-        self.tx = build.build_optimizer(config.optim)
-        t = config.training
-        self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-        sharding.check_batch_size(t.batch_size, self.mesh)
-        self.image_shape = data.image_shape(config.data)
-        self.score_kwargs = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
-        if self.task == "classifier":
-            self.loss_fn = self.sampler = None
-            self.step_fn = step_lib.classifier_train_step
-            self.step_kwargs = {"model": self.model, "sde": self.sde, "eps": t.eps}
-            return
-        self.loss_fn = losses.get_loss_fn(
-            self.sde,
-            continuous=t.continuous,
-            reduce_mean=t.reduce_mean,
-            likelihood_weighting=t.likelihood_weighting,
-            importance_sampling=t.importance_sampling,
-            eps=t.eps,
-            num_scales=config.sde.num_scales,
-        )
-        build.check_image_size(config)
-        self.sampler = build.get_sampler(
-            self.sde, config.sampling, (t.sample_batch_size, *self.image_shape)
-        )
-        self.step_fn = step_lib.train_step
-        self.step_kwargs = {
-            "model": self.model,
-            "sde": self.sde,
-            "loss_fn": self.loss_fn,
-            "num_classes": self.num_classes,
-            **self.score_kwargs,
-        }
-        if self.num_classes is not None:
-            self.step_kwargs["label_dropout"] = t.get("label_dropout", 0.0)
-
-    @property
-    def needs_labels(self) -> bool:
-        """Whether batches must carry ``'label'`` (classifier or class-conditional model)."""
-        return self.num_classes is not None
-
-    def init_state(self) -> TrainState:
-        """A fresh state from ``config.seed`` (call under jit with output shardings)."""
-        init_key, state_key = jax.random.split(jax.random.key(self.config.seed))
-        x = jnp.zeros((1, *self.image_shape))
-        params = self.model.init(init_key, x, jnp.ones((1,)), train=False)["params"]
-        return create_state(params, self.tx, state_key)
-
-    def score_fn(self, params: Any, class_labels: Any = None):
-        """The score function of the network with ``params``, in eval mode.
-
-        A class-conditional network is conditioned on ``class_labels`` (int ``[batch]``);
-        None gives its unconditional (null-label) score.
-        """
-        if self.task != "score":
-            raise ValueError(f"training.task={self.task!r} has no score function.")
-        return network_score_fn(
-            self.model, self.sde, params, class_labels=class_labels, **self.score_kwargs
-        )
-
-    def conditional_score_fn(self, params: Any):
-        """``score_fn(x, t, labels)`` of a class-conditional network with ``params`` (eval mode).
-
-        Raises:
-          ValueError: if the model is not a class-conditional score model.
-        """
-        if self.task != "score" or self.num_classes is None:
-            raise ValueError("model.num_classes is None: the score model is unconditional.")
-        return get_score_fn(
-            self.sde, self.model.apply, params, class_conditional=True, **self.score_kwargs
-        )
-
-    def snapshot_labels(self) -> Any:
-        """The classes of the snapshot grid (cycling 0, 1, ...), or None if unconditional."""
-        if self.num_classes is None:
-            return None
-        return jnp.arange(self.config.training.sample_batch_size) % self.num_classes
-
-    @functools.cached_property
-    def sample_fn(self):
-        """``sample_fn(key, params) -> SampleOutput``, jitted once per experiment.
-
-        A class-conditional model draws the classes of :meth:`snapshot_labels` (no guidance).
-        """
-        if self.sampler is None:
-            raise ValueError(f"training.task={self.task!r} does not sample.")
-        labels = self.snapshot_labels()
-        return jax.jit(lambda key, params: self.sampler(key, self.score_fn(params, labels)))
-
-    def eval_metrics(self, state: TrainState, batch: dict, key: Any) -> dict[str, Any]:
-        """Per-example eval metrics of the EMA parameters on ``batch`` (jit it)."""
-        if self.task == "classifier":
-            metrics = step_lib.classifier_eval_step(state, batch, key, **self.step_kwargs)
-            return {f"eval_{name}": value for name, value in metrics.items()}
-        kwargs = {k: v for k, v in self.step_kwargs.items() if k != "label_dropout"}
-        return {"eval_loss": step_lib.eval_step(state, batch, key, **kwargs)}
+from sde_jax.training import checkpoint
+from sde_jax.training.state import TrainState
+from sde_jax.training.step import train_steps
 
 
 def _check_finite(losses_by_step: np.ndarray, first_step: int) -> None:
@@ -229,7 +110,7 @@ class _EvalLoss:
     def __call__(self, state: TrainState, step: int) -> dict[str, float]:
         inputs = _model_inputs(self.experiment, self._next())
         batch = sharding.global_batch(inputs, self.batch_sharding)
-        key = jax.random.fold_in(jax.random.key(self.experiment.config.seed + 1), step)
+        key = jax.random.fold_in(stream_key(self.experiment.config.seed, "train_eval_loss"), step)
         return {name: float(jnp.mean(v)) for name, v in self.fn(state, batch, key).items()}
 
 
@@ -246,7 +127,7 @@ def write_samples(
     Returns:
       The PNG's path, or None when the grid was skipped.
     """
-    key = jax.random.fold_in(jax.random.key(experiment.config.seed + 2), step)
+    key = jax.random.fold_in(stream_key(experiment.config.seed, "snapshot"), step)
     out = experiment.sample_fn(key, state.ema_params)
     x = data.inverse_scaler(experiment.config.data.centered)(np.asarray(out.x))
     path = os.path.join(workdir, "samples", f"step_{step:08d}.png")
@@ -321,95 +202,171 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         ckpt.close()
 
 
-def _train(experiment: Experiment, ckpt: checkpoint.Checkpointer, workdir: str) -> TrainState:
-    config = experiment.config
-    t = config.training
+def _setup(experiment: Experiment, ckpt: checkpoint.Checkpointer) -> tuple[TrainState, Any, bool]:
+    """Derives the state's shardings, then restores the newest checkpoint or initializes.
+
+    Returns:
+      The state, its shardings, and whether it was restored.
+    """
     mesh = experiment.mesh
     abstract = jax.eval_shape(experiment.init_state)
     state_shardings = sharding.state_shardings(abstract, mesh)
     logging.info("State layout over %s: %s", dict(mesh.shape), sharding.describe(state_shardings))
     state, restored = _restore(experiment, ckpt, abstract, state_shardings)
-    step = int(state.step)
-    logging.info("%s at step %d.", "Resuming" if restored else "Starting", step)
+    logging.info("%s at step %d.", "Resuming" if restored else "Starting", int(state.step))
+    return state, state_shardings, restored
 
-    step_fn = jax.jit(
-        functools.partial(
-            train_steps,
-            step_fn=experiment.step_fn,
-            tx=experiment.tx,
-            ema_rate=config.model.ema_rate,
-            **experiment.step_kwargs,
-        ),
+
+def _compile_step(experiment: Experiment, state_shardings: Any):
+    """``step_fn(state, batches) -> (state, metrics)``: ``n_jitted_steps`` steps, jitted once.
+
+    The state is donated; the batches are sharded over the data axis (their axis 1).
+    """
+    mesh = experiment.mesh
+    steps = functools.partial(
+        train_steps,
+        objective=experiment.task.objective,
+        tx=experiment.tx,
+        ema_rate=experiment.config.model.ema_rate,
+    )
+    return jax.jit(
+        steps,
         in_shardings=(state_shardings, sharding.batch_sharding(mesh, leading_axes=1)),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=0,
     )
-    batch_sharding = sharding.batch_sharding(mesh, leading_axes=1)
+
+
+def _writers_and_hooks(experiment: Experiment, workdir: str, restored: bool):
+    """The metric writer (hyperparameters written on a fresh start) and the periodic hooks."""
+    config = experiment.config
+    t = config.training
     writer = metric_writers.create_default_writer(
         os.path.join(workdir, "tensorboard"), just_logging=jax.process_index() > 0
     )
     if not restored:
         writer.write_hparams(_flat_hparams(config))
-    report = periodic_actions.ReportProgress(num_train_steps=t.n_iters, writer=writer)
-    hooks = [report]
+    hooks = [periodic_actions.ReportProgress(num_train_steps=t.n_iters, writer=writer)]
     if t.profile and jax.process_index() == 0:
         hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=3))
-    eval_loss = _EvalLoss(experiment, state_shardings)
-    block = must_block_each_step(list(mesh.devices.flat))
-    stop = _on_sigterm()
-    batches = _batches(experiment, step)
-    pending, pending_from = [], step
-    checked = step  # the newest step whose state was checked to be finite
-    k = t.n_jitted_steps
+    return writer, hooks
 
-    def crossed(freq: int) -> bool:
-        return bool(freq) and (step % freq < k)
 
-    def save(periodic: bool) -> None:
-        nonlocal checked
+@dataclasses.dataclass
+class _Loop:
+    """One run's loop: the state between calls of the step, and the phases of each call.
+
+    Attributes:
+      experiment: the experiment.
+      ckpt: its checkpointer.
+      workdir: the run's directory.
+      state: the train state.
+      step_fn: the jitted steps (:func:`_compile_step`).
+      writer: the metric writer.
+      hooks: the periodic actions, called with the step after every call.
+      eval_loss: the eval metrics during training.
+      step: the step of ``state``.
+      checked: the newest step whose state was checked to be finite.
+      pending: metrics not logged yet (on device), from step ``pending_from + 1``.
+      pending_from: see ``pending``.
+    """
+
+    experiment: Experiment
+    ckpt: checkpoint.Checkpointer
+    workdir: str
+    state: TrainState
+    step_fn: Any
+    writer: Any
+    hooks: list
+    eval_loss: "_EvalLoss"
+    step: int = 0
+    checked: int = 0
+    pending: list = dataclasses.field(default_factory=list)
+    pending_from: int = 0
+
+    def __post_init__(self):
+        self.step = self.checked = self.pending_from = int(self.state.step)
+
+    def _crossed(self, freq: int) -> bool:
+        """Whether the last call crossed a multiple of ``freq`` (0: never)."""
+        return bool(freq) and (self.step % freq < self.experiment.config.training.n_jitted_steps)
+
+    def run(self) -> TrainState:
+        """Runs the steps up to ``training.n_iters`` (or a preemption); returns the state."""
+        t = self.experiment.config.training
+        block = must_block_each_step(list(self.experiment.mesh.devices.flat))
+        stop = _on_sigterm()
+        batches = _batches(self.experiment, self.step)
+        batch_sharding = sharding.batch_sharding(self.experiment.mesh, leading_axes=1)
+        while self.step < t.n_iters:
+            with jax.profiler.StepTraceAnnotation("train", step_num=self.step):
+                batch = sharding.global_batch(next(batches), batch_sharding)
+                self.state, metrics = block_if_needed(self.step_fn(self.state, batch), block)
+            self.step += t.n_jitted_steps
+            self.pending.append(metrics)
+            for hook in self.hooks:
+                hook(self.step)
+            self._log()
+            self._maybe_eval()
+            preempted = stop.is_set() or self.ckpt.preemption.reached_preemption(self.step)
+            self._maybe_checkpoint(preempted)
+            if preempted:
+                logging.warning("Stopped at step %d after a preemption checkpoint.", self.step)
+                break
+        self.writer.flush()
+        return self.state
+
+    def _log(self) -> None:
+        """At log steps (and the last): fetches the pending metrics, checks, writes them."""
+        t = self.experiment.config.training
+        if not (self._crossed(t.log_freq) or self.step >= t.n_iters):
+            return
+        fetched = jax.device_get(self.pending)
+        losses_by_step = np.concatenate([m["loss"] for m in fetched])
         try:
-            ckpt.save(step, state, periodic=periodic, config=config)
-        except checkpoint.NonFiniteStateError:
-            raise checkpoint.NonFiniteStateError(_divergence_message(ckpt, checked, step)) from None
-        checked = step
+            _check_finite(losses_by_step, self.pending_from + 1)
+        except FloatingPointError as e:
+            latest = self.ckpt.describe_latest()
+            raise FloatingPointError(f"{e} Newest finite checkpoint: {latest}.") from None
+        means = {name: np.concatenate([m[name] for m in fetched]).mean() for name in fetched[0]}
+        self.writer.write_scalars(self.step, means)
+        self.pending, self.pending_from = [], self.step
 
-    while step < t.n_iters:
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            batch = sharding.global_batch(next(batches), batch_sharding)
-            state, metrics = block_if_needed(step_fn(state, batch), block)
-        step += k
-        pending.append(metrics)
-        for hook in hooks:
-            hook(step)
-        if crossed(t.log_freq) or step >= t.n_iters:
-            fetched = jax.device_get(pending)
-            losses_by_step = np.concatenate([m["loss"] for m in fetched])
-            try:
-                _check_finite(losses_by_step, pending_from + 1)
-            except FloatingPointError as e:
-                latest = ckpt.describe_latest()
-                raise FloatingPointError(f"{e} Newest finite checkpoint: {latest}.") from None
-            writer.write_scalars(
-                step,
-                {name: np.concatenate([m[name] for m in fetched]).mean() for name in fetched[0]},
-            )
-            pending, pending_from = [], step
-        if crossed(t.eval_freq) and config.eval.enable_loss:
-            writer.write_scalars(step, eval_loss(state, step))
-        preempted = stop.is_set() or ckpt.preemption.reached_preemption(step)
-        if crossed(t.snapshot_freq) or step >= t.n_iters:
-            save(periodic=True)
-            if t.snapshot_sampling and experiment.sampler is not None:
-                path = write_samples(experiment, state, step, workdir, writer)
+    def _maybe_eval(self) -> None:
+        """At eval steps: the EMA model's eval metrics on the next eval batch."""
+        config = self.experiment.config
+        if self._crossed(config.training.eval_freq) and config.eval.enable_loss:
+            self.writer.write_scalars(self.step, self.eval_loss(self.state, self.step))
+
+    def _maybe_checkpoint(self, preempted: bool) -> None:
+        """At snapshot steps (and the last): saves and samples; else a preemption save."""
+        t = self.experiment.config.training
+        if self._crossed(t.snapshot_freq) or self.step >= t.n_iters:
+            self._save(periodic=True)
+            if t.snapshot_sampling and self.experiment.sampler is not None:
+                e = self.experiment
+                path = write_samples(e, self.state, self.step, self.workdir, self.writer)
                 if path is not None:
-                    logging.info("Wrote samples of step %d to %s.", step, path)
-        elif crossed(t.snapshot_freq_for_preemption) or preempted:
-            save(periodic=False)
-        if preempted:
-            logging.warning("Stopped at step %d after a preemption checkpoint.", step)
-            break
-    writer.flush()
-    return state
+                    logging.info("Wrote samples of step %d to %s.", self.step, path)
+        elif self._crossed(t.snapshot_freq_for_preemption) or preempted:
+            self._save(periodic=False)
+
+    def _save(self, periodic: bool) -> None:
+        config = self.experiment.config
+        try:
+            self.ckpt.save(self.step, self.state, periodic=periodic, config=config)
+        except checkpoint.NonFiniteStateError:
+            message = _divergence_message(self.ckpt, self.checked, self.step)
+            raise checkpoint.NonFiniteStateError(message) from None
+        self.checked = self.step
+
+
+def _train(experiment: Experiment, ckpt: checkpoint.Checkpointer, workdir: str) -> TrainState:
+    state, state_shardings, restored = _setup(experiment, ckpt)
+    step_fn = _compile_step(experiment, state_shardings)
+    writer, hooks = _writers_and_hooks(experiment, workdir, restored)
+    eval_loss = _EvalLoss(experiment, state_shardings)
+    return _Loop(experiment, ckpt, workdir, state, step_fn, writer, hooks, eval_loss).run()
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
