@@ -28,7 +28,6 @@ TINY_NETS = {
         fir=False,
         progressive_input="none",
         embedding_type="positional",
-        scale_by_sigma=False,
         centered=True,
         **kw,
     ),

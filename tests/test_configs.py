@@ -16,8 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import default
-from sde_jax.experiment.build import build_sde, get_sampler
-from sde_jax.models import build_model
+from sde_jax.experiment.build import build_model, build_sde, get_sampler
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 NOT_EXPERIMENTS = {"__init__", "default", "families"}

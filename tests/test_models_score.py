@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sde_jax.compat import load_checkpoint, model_from_config
+from sde_jax.compat import load_checkpoint, model_from_config, score_kwargs
 from sde_jax.models import get_score_fn, time_labels
 from sde_jax.sdes import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 
@@ -21,9 +21,11 @@ def test_score_and_labels_match_the_original(name):
     sde = CASES[name]
     fx = np.load(FIXTURES / f"{name}.npz")
     np.testing.assert_array_equal(time_labels(sde, fx["t"]), fx["labels"])  # bit for bit
-    model = model_from_config(json.loads(str(fx["config_json"]))["config"])
+    config = json.loads(str(fx["config_json"]))["config"]
+    model = model_from_config(config)
     params = load_checkpoint(FIXTURES / f"{name}.msgpack")["params_ema"]
-    score = np.asarray(jax.jit(get_score_fn(sde, model.apply, params))(fx["x"], fx["t"]))
+    score_fn = get_score_fn(sde, model.apply, params, **score_kwargs(config))
+    score = np.asarray(jax.jit(score_fn)(fx["x"], fx["t"]))
     ref = fx["score_from_params_ema"]
     if isinstance(sde, VESDE):
         deviation = np.abs(score - ref).max(axis=(1, 2, 3)) / np.abs(ref).max(axis=(1, 2, 3))

@@ -62,7 +62,7 @@ class Experiment:
         self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
         sharding.check_batch_size(t.batch_size, self.mesh)
         self.image_shape = data.image_shape(config.data)
-        self.score_kwargs = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
+        self.score_kwargs = build.score_kwargs(config)
         if self.task == "classifier":
             self.loss_fn = self.sampler = None
             self.step_fn = step_lib.classifier_train_step

@@ -36,6 +36,7 @@ def network_score_fn(
     *,
     continuous: bool,
     num_scales: int,
+    scale_by_sigma: bool = False,
     dropout_key: Key | None = None,
     class_labels: Array | None = None,
 ) -> ScoreFn:
@@ -61,6 +62,7 @@ def network_score_fn(
         continuous=continuous,
         num_scales=num_scales,
         class_conditional=conditional,
+        scale_by_sigma=scale_by_sigma,
     )
     return (lambda x, t: score_fn(x, t, class_labels)) if conditional else score_fn
 
@@ -109,6 +111,7 @@ def train_step(
     ema_rate: float,
     continuous: bool,
     num_scales: int,
+    scale_by_sigma: bool = False,
     num_classes: int | None = None,
     label_dropout: float = 0.0,
 ) -> tuple[TrainState, dict[str, Array]]:
@@ -134,6 +137,7 @@ def train_step(
             params,
             continuous=continuous,
             num_scales=num_scales,
+            scale_by_sigma=scale_by_sigma,
             dropout_key=dropout_key,
             class_labels=labels,
         )
@@ -218,6 +222,7 @@ def eval_step(
     loss_fn: LossFn,
     continuous: bool,
     num_scales: int,
+    scale_by_sigma: bool = False,
     num_classes: int | None = None,
 ) -> Array:
     """The per-example loss ``[batch]`` of the EMA parameters (network in eval mode).
@@ -230,6 +235,7 @@ def eval_step(
         state.ema_params,
         continuous=continuous,
         num_scales=num_scales,
+        scale_by_sigma=scale_by_sigma,
         class_labels=None if num_classes is None else batch["label"],
     )
     return loss_fn(key, score_fn, batch["image"]).per_example
