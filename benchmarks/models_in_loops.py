@@ -81,6 +81,11 @@ def load_network(name: str):
     return sde, model, params, x, t
 
 
+def scaled(sde) -> bool:
+    """The fixtures' VE network (NCSN++) divides its output by sigma; the VP one does not."""
+    return isinstance(sde, VESDE)
+
+
 @contextlib.contextmanager
 def depthwise_fir():
     """Swaps the depthwise-convolution FIR formulation into ``sde_jax.models.fir``."""
@@ -137,7 +142,7 @@ def network_in_loops(name: str, num_steps: int, repeats: int, log) -> dict:
     sde, model, params, x, t = load_network(name)
 
     def score_of(p):
-        return get_score_fn(sde, model.apply, p)
+        return get_score_fn(sde, model.apply, p, scale_by_sigma=scaled(sde))
 
     forward, compile_forward = compile_timed(lambda p, x, t: score_of(p)(x, t), params, x, t)
     constant = jax.jit(lambda x, t: score_of(params)(x, t))
@@ -228,7 +233,7 @@ def train_step_compile(sde, model, params, x) -> float:
 
     tx = build.build_optimizer(default.get_default_config().optim)
     state = create_state(params, tx, jax.random.key(0))
-    kw = {"continuous": True, "num_scales": 1000}
+    kw = {"continuous": True, "num_scales": 1000, "scale_by_sigma": scaled(sde)}
     task = ScoreTask(model=model, sde=sde, loss_fn=losses.get_loss_fn(sde), score_kwargs=kw)
     step = functools.partial(train_step, objective=task.objective, tx=tx, ema_rate=0.999)
     images = {"image": jnp.clip(0.5 + 0.2 * x, 0.0, 1.0)}
@@ -241,14 +246,15 @@ def before_and_after(num_steps: int, repeats: int) -> dict:
     sampler = sampling.get_sampler(
         sde, samplers(num_steps)["pc (reverse diffusion + langevin)"], x.shape
     )
+    score = functools.partial(get_score_fn, sde, model.apply, scale_by_sigma=scaled(sde))
     out = {}
     for label, context in (
         ("slice sums (now)", contextlib.nullcontext),
         ("depthwise conv (before)", depthwise_fir),
     ):
         with context():
-            fwd = jax.jit(lambda p, x, t: get_score_fn(sde, model.apply, p)(x, t))
-            pc = jax.jit(lambda k, p: sampler(k, get_score_fn(sde, model.apply, p)))
+            fwd = jax.jit(lambda p, x, t: score(p)(x, t))
+            pc = jax.jit(lambda k, p: sampler(k, score(p)))
             nfe = int(pc(jax.random.key(0), params).nfe)
             out[label] = {
                 "forward_ms": 1e3 * median_seconds(fwd, params, x, t, repeats=repeats),

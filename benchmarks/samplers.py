@@ -52,7 +52,8 @@ def make_score_fn(kind, shape=SHAPE, small=SMALL):
     params = jax.tree.map(
         lambda p: p + 0.02 * jax.random.normal(jax.random.key(1), p.shape), params
     )
-    return sde, get_score_fn(sde, model.apply, params)
+    # NCSN++ (VE) divides its output by sigma, as its configs set model.scale_by_sigma.
+    return sde, get_score_fn(sde, model.apply, params, scale_by_sigma=kind == "ve")
 
 
 def bare_scan(score_fn, nfe):

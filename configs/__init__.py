@@ -18,8 +18,8 @@ repository root must be importable when a config is loaded (as in the original s
 run from its root): ``python -m`` puts the working directory on ``sys.path``, a console
 script such as ``sde-jax`` has to add it.
 
-Building the network: a positional embedding with ``scale_by_sigma`` (discrete VE training:
-``ve/cifar10_ncsnpp``, ``ve/celeba_ncsnpp``) divides by a table of sigmas that the schema
-keeps in the ``sde`` section, so pass ``sigma_min``, ``sigma_max`` and ``num_scales`` from
-``config.sde`` to the model builder with the ``model`` section.
+Building the network: ``sde_jax.experiment.build.build_model_from_config(config)``. The
+networks take no SDE parameter: ``model.scale_by_sigma`` (dividing the output by sigma, as
+every VE config does) is applied by the score wrapper with the SDE of the ``sde`` section
+(``get_score_fn(sde, model.apply, params, **build.score_kwargs(config))``).
 """

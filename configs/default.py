@@ -69,6 +69,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     optim.optimizer = "adam"
     optim.lr = 2e-4
     optim.beta1 = 0.9
+    optim.beta2 = 0.999
     optim.eps = 1e-8
     optim.weight_decay = 0.0
     optim.warmup = 5000

@@ -628,8 +628,11 @@ class VESDE(SDE, DiscreteSMLD):
     def discrete_sigmas(self, num_steps: int) -> Array:
         r"""The SMLD noise levels, ASCENDING: entry i is :math:`\sigma(i / (N - 1))`.
 
-        The original kept a second, descending table for its models (``get_sigmas``); sde_jax
-        has only this one, indexed like time.
+        The original kept a second, descending table for its models (``get_sigmas``, by which
+        its ``scale_by_sigma`` networks divided their output); sde_jax has only this one,
+        indexed like time: the networks hold no sigmas, and the score wrapper's
+        ``scale_by_sigma`` reads step label ``i`` as entry ``N - 1 - i`` of this table
+        (``sde_jax.models.score.label_sigmas``).
         """
         n = validation.integer("num_steps", num_steps, minimum=2)
         return jnp.exp(jnp.linspace(math.log(self.sigma_min), math.log(self.sigma_max), n))

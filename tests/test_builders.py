@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import jax
@@ -139,3 +140,109 @@ def test_new_methods_by_name_sample_gaussian_data(method, num_steps):
     sampler = build.get_sampler(sde, section, (512, DIM))
     out = jax.jit(lambda k: sampler(k, DATA.score_fn(sde)))(jax.random.key(3))
     check_gaussian_samples(out.x, bias=0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults live once: configs/default.py sets every key the builder reads.
+
+
+class _Recording(dict):
+    """A config section that records the keys read from it (``[key]`` and ``get``)."""
+
+    def __init__(self, values, prefix, seen):
+        super().__init__(values)
+        self.prefix, self.seen = prefix, seen
+
+    def __getitem__(self, key):
+        self.seen.add(self.prefix + key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.seen.add(self.prefix + key)
+        return super().get(key, default)
+
+
+def _recording_config(seen):
+    config = default.get_default_config().to_dict()
+    sections = {k: _Recording(v, f"{k}.", seen) for k, v in config.items() if isinstance(v, dict)}
+    return _Recording(sections, "", seen)
+
+
+def test_every_key_the_builder_reads_is_set_by_the_default_config():
+    seen = set()
+    config = _recording_config(seen)
+    build.build_sde(config["sde"])
+    build.build_model_from_config(config)
+    build.build_optimizer(config["optim"])
+    build.check_image_size(config)
+    build.score_kwargs(config)
+    build.get_sampler(VESDE(), dict(config["sampling"]), (1, 2))
+    flat = {
+        f"{section}.{key}"
+        for section, values in default.get_default_config().to_dict().items()
+        if isinstance(values, dict)
+        for key in values
+    }
+    read = {k for k in seen if "." in k}
+    assert read - flat == set()
+    assert {"optim.beta1", "optim.beta2", "optim.eps", "model.scale_by_sigma"} <= read
+
+
+def test_sampling_defaults_are_the_default_configs_section():
+    assert default.get_default_config().sampling.to_dict() == build.DEFAULTS
+
+
+def test_values_for_older_configs_equal_the_default_config():
+    config = default.get_default_config()
+    for key, value in build.OLDER_CONFIG_DEFAULTS.items():
+        section, name = key.split(".")
+        assert config[section][name] == value, key
+
+
+def test_optimizer_reads_beta2_and_older_configs_keep_0999():
+    optim = default.get_default_config().optim
+    optim.warmup, optim.grad_clip = 0, None
+    grads = {"w": np.ones(3, np.float32)}
+    params = {"w": np.zeros(3, np.float32)}
+
+    def second_moment(section):
+        tx = build.build_optimizer(section)
+        state = tx.init(params)
+        _, state = tx.update(grads, state, params)
+        return float(state[0].nu["w"][0])
+
+    assert second_moment(optim) == pytest.approx(1 - 0.999)
+    older = {k: v for k, v in optim.to_dict().items() if k != "beta2"}
+    assert second_moment(older) == pytest.approx(1 - 0.999)
+    optim.beta2 = 0.99
+    assert second_moment(optim) == pytest.approx(1 - 0.99)
+
+
+# --------------------------------------------------------------------------------------------
+# The networks take no SDE parameter; the builder gives the score wrapper its options.
+
+
+def test_build_model_ignores_the_sde_keys_and_score_kwargs_reads_them():
+    config = default.get_default_config()
+    config.model.nf, config.model.ch_mult, config.model.num_res_blocks = 8, (1, 2), 1
+    model = build.build_model_from_config(config)
+    fields = {f.name for f in dataclasses.fields(model)}
+    assert not fields & {"sigma_min", "sigma_max", "num_scales", "scale_by_sigma"}
+    config.training.continuous, config.sde.num_scales = False, 2000
+    assert build.score_kwargs(config) == {
+        "continuous": False,
+        "num_scales": 2000,
+        "scale_by_sigma": True,
+    }
+    config.model.scale_by_sigma = False
+    assert build.score_kwargs(config)["scale_by_sigma"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("ncsnpp", True), ("ddpm", False), ("ncsnv2_64", True), ("ncsn", False)],
+)
+def test_a_section_without_scale_by_sigma_keeps_the_architectures_old_default(name, expected):
+    assert build.scale_by_sigma({"name": name}) is expected
+    with pytest.raises(ValueError, match=r"model\.name must be one of"):
+        build.scale_by_sigma({"name": "unet9000"})

@@ -13,8 +13,8 @@ from configs.classifier import cifar10_wrn28_10
 from sde_jax import VESDE, VPSDE, classifier, data
 from sde_jax.data import sources
 from sde_jax.experiment import Experiment
+from sde_jax.experiment.build import build_model
 from sde_jax.experiment.tasks import ClassifierTask
-from sde_jax.models import build_model
 from sde_jax.models.wideresnet import WideResNet
 from sde_jax.training import checkpoint, loop
 from sde_jax.training.state import create_state

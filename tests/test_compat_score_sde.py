@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from sde_jax.compat import load_checkpoint, model_from_config
-from sde_jax.models import DDPM, NCSNpp
+from sde_jax.compat import load_checkpoint, model_from_config, score_kwargs
+from sde_jax.models import DDPM, NCSNpp, divide_by_sigma
+from sde_jax.sdes import VESDE, VPSDE
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
 NAMES = ["ncsnpp_ve", "ddpmpp_vp"]
+SDES = {"ncsnpp_ve": VESDE(sigma_min=0.01, sigma_max=50.0), "ddpmpp_vp": VPSDE(0.1, 20.0)}
 
 
 def _fixture(name):
@@ -32,7 +34,13 @@ def parity(request):
     fx = _fixture(name)
     ckpt = load_checkpoint(FIXTURES / f"{name}.msgpack")
     model = model_from_config(_config(fx))
-    apply = jax.jit(lambda p, x, labels: model.apply({"params": p}, x, labels, train=False))
+    # The fixtures hold the original's outputs, divided by sigma where its config sets
+    # model.scale_by_sigma: compare them after the score wrapper's division.
+    kwargs = score_kwargs(_config(fx))
+    scale = kwargs["scale_by_sigma"]
+    network = divide_by_sigma(SDES[name], model.apply, kwargs["continuous"], kwargs["num_scales"])
+    network = network if scale else model.apply
+    apply = jax.jit(lambda p, x, labels: network({"params": p}, x, labels, train=False))
     return name, fx, ckpt, model, apply
 
 
@@ -138,7 +146,8 @@ def test_model_from_config_accepts_configdict_and_lowercases_options():
     assert isinstance(model, NCSNpp)
     assert model.resblock_type == "biggan"
     assert model.fir_kernel == (1, 3, 3, 1) and model.ch_mult == (1, 2, 2)
-    assert model.centered is False and model.scale_by_sigma is True
+    assert model.centered is False and score_kwargs(cfg)["scale_by_sigma"] is True
+    assert score_kwargs({"model": {"name": "ncsnpp"}})["scale_by_sigma"] is True  # its default
     cfg["model"]["name"] = "ddpm"
     with pytest.raises(ValueError, match="multiple of 32"):
         model_from_config(cfg)  # the DDPM baseline's GroupNorms have 32 groups

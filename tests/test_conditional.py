@@ -29,7 +29,6 @@ TINY_NETS = {
         fir=False,
         progressive_input="none",
         embedding_type="positional",
-        scale_by_sigma=False,
         centered=True,
         **kw,
     ),

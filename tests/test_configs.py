@@ -16,8 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import default
-from sde_jax.experiment.build import build_sde, get_sampler
-from sde_jax.models import build_model
+from sde_jax.experiment.build import build_model_from_config, build_sde, get_sampler
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 NOT_EXPERIMENTS = {"__init__", "default", "families"}
@@ -65,9 +64,8 @@ def flat(config, prefix: str = "") -> dict:
 
 
 def model_of(config):
-    """The network, with the SDE's sigma table (used by positional ``scale_by_sigma``)."""
-    sde_keys = {k: config.sde[k] for k in ("sigma_min", "sigma_max", "num_scales")}
-    return build_model({**config.model, **sde_keys}, centered=config.data.centered)
+    """The network of a full config, as training builds it."""
+    return build_model_from_config(config)
 
 
 def example_input(config, batch: int = 1):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sde_jax.compat import load_checkpoint, model_from_config
-from sde_jax.models import DDPM, NCSNpp, build_model
+from sde_jax.experiment.build import build_model
+from sde_jax.models import DDPM, NCSNpp
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
 SMALL = {"nf": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,), "dropout": 0.0}
@@ -54,7 +55,6 @@ def test_every_option_combination_builds_and_keeps_the_image_shape(
         embedding_type=("fourier", "positional")[i // 2 % 2],
         resamp_with_conv=i % 3 != 0,
         conditional=i % 5 != 0,
-        scale_by_sigma=i % 4 < 2,
         skip_rescale=i % 7 != 0,
         centered=i % 2 == 1,
     )
@@ -108,7 +108,7 @@ def test_image_size_must_fit_the_resolutions():
 
 @pytest.mark.parametrize("conditional", [True, False])
 def test_ddpm_baseline_shapes(conditional):
-    model = DDPM(**DDPM_SMALL, conditional=conditional, scale_by_sigma=not conditional)
+    model = DDPM(**DDPM_SMALL, conditional=conditional)
     variables, out = _shapes(model, labels=jnp.array([3.0, 999.0]))
     assert out.shape == X.shape
     assert ("Dense_0" in variables["params"]) == conditional

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from sde_jax.experiment import Experiment
 from sde_jax.training import loop
 
 pytestmark = pytest.mark.slow  # each case trains and evaluates a network: 1-2 min on 2 cores
@@ -31,7 +32,7 @@ def test_smoke_variant_trains_and_evaluates(name, tmp_path):
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
         config.data.data_dir = str(tmp_path / "tfds")
         state = loop.train(config, str(tmp_path / "work"))
-        initial = jax.jit(loop.Experiment(config).init_state)().params
+        initial = jax.jit(Experiment(config).init_state)().params
     assert int(state.step) == 2  # the loop raises on a non-finite loss or eval failure
     # Step 1's learning rate is 0, so it leaves the parameters at their initial value p0 (and
     # the EMA, r p0 + (1 - r) p0, there too); step 2 moves them to p and the EMA to

@@ -109,7 +109,7 @@ def test_one_smoke_config_per_network_samples_finite_values(model):
     shape = (2, *data.image_shape(config.data))
     params = _random_params(network, shape)
     sampler = build.get_sampler(sde, config.sampling, shape)
-    kwargs = {"continuous": config.training.continuous, "num_scales": config.sde.num_scales}
+    kwargs = build.score_kwargs(config)
     draw = jax.jit(lambda key, p: sampler(key, network_score_fn(network, sde, p, **kwargs)))
     out = draw(jax.random.key(1), params)
     assert bool(out.success), NETWORK_GROUPS[model][0]

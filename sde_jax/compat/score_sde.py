@@ -4,8 +4,11 @@
   model_state, ema_rate, params_ema, rng)`` with a ``flax.optim.Adam`` optimizer) into plain
   parameter trees. Our modules use the original's parameter names, so no key mapping is needed.
 - ``model_from_config`` takes one of its configs (ConfigDict or nested dict, original key
-  names) and returns our module, whose output equals the original network's for the same
-  params, x (NHWC) and labels.
+  names) and returns our module; ``score_kwargs`` gives the score wrapper's options of that
+  config. The module's output, through ``sde_jax.models.divide_by_sigma`` when the config sets
+  ``model.scale_by_sigma``, equals the original network's for the same params, x (NHWC) and
+  labels; ``get_score_fn(sde, model.apply, params, **score_kwargs(config))`` equals the
+  original ``get_score_fn``.
 """
 
 import os
@@ -19,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from sde_jax.models.builder import build_model, check_training_compatible
+from sde_jax import validation
+from sde_jax.experiment.build import SCALE_BY_SIGMA, build_model, check_training_compatible
 
-__all__ = ["load_checkpoint", "model_from_config"]
+__all__ = ["load_checkpoint", "model_from_config", "score_kwargs"]
 
 _REQUIRED_KEYS = ("step", "optimizer", "params_ema")
 
@@ -100,7 +104,9 @@ def model_from_config(config: Any, *, dtype: Any = jnp.float32, remat: bool = Fa
 
     Returns:
       A module with ``model.apply({'params': params}, x, labels, train=False)`` equal to the
-      original network output for the same params, NHWC ``x`` and time-conditioning labels.
+      original network output for the same params, NHWC ``x`` and time-conditioning labels,
+      before the original's division by sigma (``model.scale_by_sigma``: see
+      :func:`score_kwargs`).
 
     Raises:
       ValueError: if a section is missing, the model name is unknown, an option is invalid,
@@ -114,3 +120,24 @@ def model_from_config(config: Any, *, dtype: Any = jnp.float32, remat: bool = Fa
     continuous = None if training is None else training.get("continuous", None)
     check_training_compatible(model, continuous=continuous)
     return build_model(model, centered=centered, dtype=dtype, remat=remat)
+
+
+def score_kwargs(config: Any) -> dict[str, Any]:
+    """The ``get_score_fn`` options of an original score_sde config.
+
+    ``continuous`` (``training.continuous``, True when absent, the original's default),
+    ``num_scales`` (``model.num_scales``, 1000 when absent) and ``scale_by_sigma``
+    (``model.scale_by_sigma``; when absent, the default of the ``model.name`` architecture).
+
+    Raises:
+      ValueError: if the ``model`` section is missing or names an unknown model.
+    """
+    model = _section(config, "model")
+    training = config.get("training") if hasattr(config, "get") else None
+    continuous = True if training is None else training.get("continuous", True)
+    name = validation.choice("model.name", model.get("name", None), SCALE_BY_SIGMA, sort=True)
+    return {
+        "continuous": bool(continuous),
+        "num_scales": int(model.get("num_scales", 1000)),
+        "scale_by_sigma": bool(model.get("scale_by_sigma", SCALE_BY_SIGMA[name])),
+    }

@@ -1,6 +1,7 @@
 """Where config sections become objects: the one module at the edge that reads configs.
 
-SDEs, models (through ``sde_jax.models.build_model``), optimizers, and the sampling section:
+SDEs, models (:func:`build_model`: the one place models meet configs; the networks take no SDE
+parameter, :func:`score_kwargs` gives the score wrapper's), optimizers, and the sampling section:
 :func:`get_sampler` turns the original score_sde's sampling keys (method, predictor,
 corrector, ...) into the objects of :mod:`sde_jax.sampling` (a stepper, a grid, a final step),
 and the ``*_from_config`` functions do the same for the controllable builders of
@@ -19,10 +20,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from sde_jax import controllable, grids, ode, sampling
+from sde_jax import controllable, grids, ode, sampling, validation
 from sde_jax.experiment.tasks import ClassifierTask, ScoreTask, Task
 from sde_jax.losses import get_loss_fn
-from sde_jax.models import build_model
+from sde_jax.models.ddpm import DDPM
+from sde_jax.models.ncsnpp import NCSNpp
+from sde_jax.models.ncsnv2 import NCSN, NCSNv2
+from sde_jax.models.wideresnet import WideResNet
 from sde_jax.sdes import EDMSDE, SDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 from sde_jax.steppers import (
     DDIM,
@@ -77,10 +81,151 @@ def build_sde(section: Mapping[str, Any]) -> SDE:
     return cls(**{key: section[key] for key in fields if key in section})
 
 
+# --------------------------------------------------------------------------------------------
+# The model section: the original's key names to a Flax module.
+
+MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "ncsnpp": (NCSNpp, {}),
+    "ddpm": (DDPM, {}),
+    "ncsnv2_64": (NCSNv2, {"variant": 64}),
+    "ncsnv2_128": (NCSNv2, {"variant": 128}),
+    "ncsnv2_256": (NCSNv2, {"variant": 256}),
+    "ncsn": (NCSN, {}),
+    "wideresnet": (WideResNet, {}),
+}
+"""Architectures by the original ``model.name``: the class and the fields the name fixes."""
+
+SCALE_BY_SIGMA: dict[str, bool] = {
+    "ncsnpp": True,
+    "ddpm": False,
+    "ncsnv2_64": True,
+    "ncsnv2_128": True,
+    "ncsnv2_256": True,
+    "ncsn": False,
+    "wideresnet": False,
+}
+"""``model.scale_by_sigma`` of a section that leaves it out, per ``model.name``: the defaults
+the networks had when they divided by sigma themselves (the score wrapper does it now)."""
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 """Compute dtypes of ``model.dtype``."""
 
-OPTIMIZERS = ("adam", "adamw")
+OLDER_CONFIG_DEFAULTS: dict[str, Any] = {
+    "model.dtype": "float32",
+    "model.remat": False,
+    "optim.beta2": 0.999,
+}
+"""Values for the keys that configs written before they existed lack; each equals the value
+configs/default.py sets (tests/test_configs.py checks it). Every other key is read from the
+config as it is, with no second default here."""
+
+# Fields that come from outside the model section (data, run-time options) or from flax.
+_NOT_FROM_SECTION = {"parent", "name", "centered", "dtype", "remat", "variant"}
+# The original lower-cased these option strings before comparing them.
+_CASE_INSENSITIVE = {
+    "resblock_type",
+    "progressive",
+    "progressive_input",
+    "progressive_combine",
+    "embedding_type",
+    "nonlinearity",
+}
+
+# Models that read ``embedding_type``: a Fourier embedding of log sigma needs the continuous
+# noise level as its label. DDPM, NCSN and NCSNv2 never read the field (the original's
+# defaults set it to 'fourier' in every config, discrete ones included).
+_READS_EMBEDDING_TYPE = {"ncsnpp"}
+
+
+def _plain(value: Any) -> Any:
+    """Lists (as ConfigDicts and JSON give them) become tuples, so modules stay hashable."""
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _model_name(section: Mapping[str, Any]) -> Any:
+    return section.get("name", None) if hasattr(section, "get") else section["name"]
+
+
+def module_kwargs(cls: type[nn.Module], section: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the constructor arguments of ``cls`` found in ``section`` (others ignored).
+
+    Keys a module has no field for (``ema_rate``, ``beta_min``, ``scale_by_sigma``,
+    ``sigma_max`` ...) describe training, the SDE or the score wrapper and are ignored.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - _NOT_FROM_SECTION
+    kwargs = {key: _plain(section[key]) for key in names if key in section}
+    for key in _CASE_INSENSITIVE & kwargs.keys():
+        if isinstance(kwargs[key], str):
+            kwargs[key] = kwargs[key].lower()
+    return kwargs
+
+
+def check_training_compatible(section: Mapping[str, Any], *, continuous: bool | None) -> None:
+    """Checks the model section against ``training.continuous``, for the fields it reads.
+
+    Args:
+      section: the ``model`` section; ``name`` picks the model, and only a model that reads
+        ``embedding_type`` (NCSN++ / DDPM++) is checked.
+      continuous: ``training.continuous``; None (unknown) skips the check.
+
+    Raises:
+      ValueError: if NCSN++ / DDPM++ has ``embedding_type='fourier'`` with discrete training.
+    """
+    name = _model_name(section)
+    if name not in _READS_EMBEDDING_TYPE or continuous is None:
+        return
+    embedding = str(section.get("embedding_type", "")).lower()
+    if embedding == "fourier" and not continuous:
+        raise ValueError(
+            f"model.embedding_type='fourier' of model.name={name!r} needs "
+            "training.continuous=True (the network embeds log sigma), got "
+            "training.continuous=False; use embedding_type='positional' for discrete training."
+        )
+
+
+def build_model(
+    section: Mapping[str, Any],
+    *,
+    centered: bool,
+    dtype: Any = jnp.float32,
+    remat: bool = False,
+) -> nn.Module:
+    """Builds the module described by a model config section.
+
+    Args:
+      section: the ``model`` section (a ConfigDict or a dict), original key names; ``name``
+        chooses the architecture (one of :data:`MODELS`).
+      centered: whether the data are in [-1, 1] (``data.centered``); otherwise the network
+        maps [0, 1] inputs to [-1, 1] itself.
+      dtype: compute dtype of activations (parameters stay float32).
+      remat: rematerialize residual blocks in the backward pass.
+        ``dtype`` and ``remat`` are options of NCSN++ and DDPM, not of NCSNv2 / NCSN.
+
+    Returns:
+      An unbound flax module; ``apply({'params': p}, x, labels, train=False)`` evaluates it
+      (``labels``: the time conditioning of a score network, the noise level sigma of the
+      ``'wideresnet'`` classifier, whose output is logits). ``model.scale_by_sigma`` is not
+      the module's: see :func:`scale_by_sigma`.
+
+    Raises:
+      ValueError: if ``name`` is unknown, a field has an invalid value, or ``dtype`` /
+        ``remat`` are set for a model without them.
+    """
+    name = validation.choice("model.name", _model_name(section), MODELS, sort=True)
+    cls, fixed = MODELS[name]
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {**module_kwargs(cls, section), **fixed}
+    if "centered" in names:  # the classifier standardizes each image instead
+        kwargs["centered"] = bool(centered)
+    options = {"dtype": dtype, "remat": remat}
+    for option, value in options.items():
+        if option in names:
+            kwargs[option] = value
+        elif value != {"dtype": jnp.float32, "remat": False}[option]:
+            raise ValueError(f"{option}={value!r} is not supported by model {name!r}.")
+    return cls(**kwargs)
 
 
 def build_model_from_config(config: Mapping[str, Any]) -> nn.Module:
@@ -90,27 +235,54 @@ def build_model_from_config(config: Mapping[str, Any]) -> nn.Module:
       ValueError: for an unknown ``model.dtype`` or an invalid model section.
     """
     model = config["model"]
-    dtype = model.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
-    # The SDE section is the one source of the noise scales; the NCSN++ positional branch
-    # with scale_by_sigma (discrete VE) divides by its own table of them.
-    sde = config["sde"]
-    section = {**dict(model), **{k: sde[k] for k in ("sigma_min", "sigma_max", "num_scales")}}
+    dtype = model.get("dtype", OLDER_CONFIG_DEFAULTS["model.dtype"])
+    dtype = validation.choice("model.dtype", dtype, DTYPES, sort=True)
+    # NCSN's conditional normalizations have one row per noise level: the SDE section's N.
+    section = {**dict(model), "num_scales": config["sde"]["num_scales"]}
     return build_model(
         section,
         centered=config["data"]["centered"],
         dtype=DTYPES[dtype],
-        remat=bool(model.get("remat", False)),
+        remat=bool(model.get("remat", OLDER_CONFIG_DEFAULTS["model.remat"])),
     )
+
+
+def scale_by_sigma(section: Mapping[str, Any]) -> bool:
+    """Whether the score wrapper divides the network output by sigma (``model.scale_by_sigma``).
+
+    A section without the key keeps its architecture's default (:data:`SCALE_BY_SIGMA`).
+
+    Raises:
+      ValueError: for an unknown ``model.name``.
+    """
+    name = validation.choice("model.name", _model_name(section), MODELS, sort=True)
+    return bool(section.get("scale_by_sigma", SCALE_BY_SIGMA[name]))
+
+
+def score_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``sde_jax.models.get_score_fn`` that a full config fixes.
+
+    ``continuous`` (``training.continuous``), ``num_scales`` (``sde.num_scales``) and
+    ``scale_by_sigma`` (:func:`scale_by_sigma` of the model section).
+    """
+    return {
+        "continuous": config["training"]["continuous"],
+        "num_scales": config["sde"]["num_scales"],
+        "scale_by_sigma": scale_by_sigma(config["model"]),
+    }
+
+
+OPTIMIZERS = ("adam", "adamw")
 
 
 def build_optimizer(section: Mapping[str, Any]) -> optax.GradientTransformation:
     r"""The original's optimizer: Adam with linear warmup and global-norm gradient clipping.
 
     The learning rate is :math:`\mathrm{lr} \cdot \min(1, \mathrm{step}/\mathrm{warmup})`;
-    gradients are clipped to global norm ``grad_clip`` (None or 0: no clipping) before Adam.
-    ``adamw`` adds decoupled weight decay ``weight_decay``.
+    gradients are clipped to global norm ``grad_clip`` (None or 0: no clipping) before Adam
+    with ``beta1``, ``beta2`` and ``eps``. ``adamw`` adds decoupled weight decay
+    ``weight_decay``. Every key is read from the section (configs/default.py sets them all);
+    ``beta2``, which older configs lack, falls back to :data:`OLDER_CONFIG_DEFAULTS`.
 
     Raises:
       ValueError: for an unknown ``optim.optimizer`` or a non-positive ``optim.lr``.
@@ -120,17 +292,18 @@ def build_optimizer(section: Mapping[str, Any]) -> optax.GradientTransformation:
         raise ValueError(f"optim.optimizer must be one of {list(OPTIMIZERS)}, got {name!r}.")
     if not section["lr"] > 0:
         raise ValueError(f"optim.lr must be > 0, got {section['lr']!r}.")
-    warmup = int(section.get("warmup", 0) or 0)
+    warmup = int(section["warmup"] or 0)
     if warmup > 0:
         schedule = optax.warmup_constant_schedule(0.0, section["lr"], warmup)
     else:
         schedule = optax.constant_schedule(section["lr"])
-    kwargs = {"b1": section.get("beta1", 0.9), "b2": 0.999, "eps": section.get("eps", 1e-8)}
+    b2 = section.get("beta2", OLDER_CONFIG_DEFAULTS["optim.beta2"])
+    kwargs = {"b1": section["beta1"], "b2": b2, "eps": section["eps"]}
     if name.lower() == "adamw":
-        adam = optax.adamw(schedule, weight_decay=section.get("weight_decay", 0.0), **kwargs)
+        adam = optax.adamw(schedule, weight_decay=section["weight_decay"], **kwargs)
     else:
         adam = optax.adam(schedule, **kwargs)
-    clip = section.get("grad_clip", None)
+    clip = section["grad_clip"]
     return optax.chain(optax.clip_by_global_norm(clip), adam) if clip else adam
 
 

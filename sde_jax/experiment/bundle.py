@@ -49,7 +49,7 @@ class Experiment:
         self.model = build.build_model_from_config(config)
         self.tx = build.build_optimizer(config.optim)
         t = config.training
-        self.score_kwargs = {"continuous": t.continuous, "num_scales": config.sde.num_scales}
+        self.score_kwargs = build.score_kwargs(config)
         self.task = build.build_task(config, self.sde, self.model, self.score_kwargs)
         self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
         sharding.check_batch_size(t.batch_size, self.mesh)

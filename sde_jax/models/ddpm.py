@@ -13,7 +13,7 @@ from jaxtyping import Array, Float, Int
 
 from sde_jax.models import layers
 from sde_jax.models.layers import ACTIVATIONS, AttnBlock, Downsample, ResnetBlockDDPM, Upsample
-from sde_jax.models.ncsnpp import discrete_sigmas_descending, validate_unet_fields
+from sde_jax.models.ncsnpp import validate_unet_fields
 
 Images = Float[Array, "batch height width channels"]
 Labels = Float[Array, " batch"]
@@ -27,8 +27,9 @@ class DDPM(nn.Module):
 
     Every GroupNorm has 32 groups (as the original), so widths must be multiples of 32.
     ``labels`` are (possibly fractional) step indices, embedded sinusoidally when
-    ``conditional``. With ``scale_by_sigma`` the output is divided by the sigma of the integer
-    step ``labels`` in the descending table of ``num_scales`` sigmas (as the original).
+    ``conditional``. The original's ``scale_by_sigma`` (the VE baseline ``ve/cifar10_ddpm``
+    divides the output by the sigma of the step) is the score wrapper's option
+    (``get_score_fn(..., scale_by_sigma=True)``).
 
     Attributes:
       nf: base width.
@@ -38,12 +39,8 @@ class DDPM(nn.Module):
       dropout: dropout rate in residual blocks.
       resamp_with_conv: convolve when up/downsampling.
       conditional: condition on the time step.
-      scale_by_sigma: divide the output by sigma.
       centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
       nonlinearity: 'swish', 'relu', 'lrelu' or 'elu'.
-      sigma_min: smallest sigma of the sigma table.
-      sigma_max: largest sigma of the sigma table.
-      num_scales: length of the sigma table.
       dtype: compute dtype of activations (parameters stay float32).
       remat: rematerialize residual blocks in the backward pass.
       num_classes: None for an unconditional network; else a learned class embedding (with
@@ -57,12 +54,8 @@ class DDPM(nn.Module):
     dropout: float = 0.1
     resamp_with_conv: bool = True
     conditional: bool = True
-    scale_by_sigma: bool = False
     centered: bool = True
     nonlinearity: str = "swish"
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
     dtype: Any = jnp.float32
     remat: bool = False
     num_classes: int | None = None
@@ -152,8 +145,4 @@ class DDPM(nn.Module):
                 h = Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
 
         h = act(layers.group_norm(h, dt, layers.DDPM_GROUPS))
-        h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt).astype(jnp.float32)
-        if self.scale_by_sigma:
-            table = discrete_sigmas_descending(self.sigma_min, self.sigma_max, self.num_scales)
-            h = h / table[labels.astype(jnp.int32)].reshape((-1, 1, 1, 1))
-        return h
+        return layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt).astype(jnp.float32)

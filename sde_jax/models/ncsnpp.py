@@ -3,7 +3,8 @@
 One U-Net with options; the paper's two networks are two settings of it:
 
 - NCSN++ (VE): BigGAN blocks with FIR resampling, ``progressive_input='residual'``, Gaussian
-  Fourier features of log sigma, output divided by sigma (``scale_by_sigma``).
+  Fourier features of log sigma; its configs' ``scale_by_sigma`` (output divided by sigma) is
+  applied by the score wrapper (``sde_jax.models.score.get_score_fn``), not here.
 - DDPM++ (VP, sub-VP): BigGAN blocks without FIR, no progressive paths, sinusoidal
   embedding of ``999 t``, centered data.
 
@@ -43,13 +44,7 @@ PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
 PROGRESSIVE_COMBINE = ("sum", "cat")
 EMBEDDING_TYPES = ("fourier", "positional")
 
-__all__ = ["NCSNpp", "discrete_sigmas_descending", "validate_unet_fields"]
-
-
-def discrete_sigmas_descending(sigma_min: float, sigma_max: float, num_scales: int) -> Array:
-    """The original ``get_sigmas``: ``num_scales`` geometric sigmas from sigma_max down."""
-    sigmas = np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales))
-    return jnp.asarray(sigmas, dtype=jnp.float32)
+__all__ = ["NCSNpp", "validate_unet_fields"]
 
 
 def validate_unet_fields(module: Any) -> None:
@@ -67,20 +62,16 @@ def validate_unet_fields(module: Any) -> None:
     check_choice("nonlinearity", module.nonlinearity, tuple(ACTIVATIONS))
     if not jnp.issubdtype(module.dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype such as bfloat16, got {module.dtype!r}.")
-    if module.scale_by_sigma and not 0 < module.sigma_min < module.sigma_max:
-        raise ValueError(
-            f"sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, got "
-            f"{module.sigma_min!r} and {module.sigma_max!r}."
-        )
 
 
 class NCSNpp(nn.Module):
     """The NCSN++ / DDPM++ U-Net: ``apply(variables, x, labels, train) -> output``.
 
     ``labels`` is the time conditioning the original fed: sigma(t) for Fourier embeddings
-    (the network embeds log sigma), ``999 t`` or a step index for positional embeddings. With
-    ``scale_by_sigma`` the output is divided by sigma (for positional embeddings, the sigma of
-    the integer step ``labels`` in the descending table of ``num_scales`` sigmas).
+    (the network embeds log sigma), ``999 t`` or a step index for positional embeddings. The
+    original's ``scale_by_sigma`` (dividing the output by the sigma of the labels) is the score
+    wrapper's option (``get_score_fn(..., scale_by_sigma=True)``); the module has no SDE
+    parameter.
 
     Attributes:
       nf: base width.
@@ -100,12 +91,8 @@ class NCSNpp(nn.Module):
       embedding_type: 'fourier' (of log labels) or 'positional'.
       fourier_scale: std of the Fourier feature frequencies.
       init_scale: scale of the last layer of each block (0 means 1e-10).
-      scale_by_sigma: divide the output by sigma.
       centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
       nonlinearity: 'swish', 'relu', 'lrelu' or 'elu'.
-      sigma_min: smallest sigma of the positional-embedding sigma table.
-      sigma_max: largest sigma of that table.
-      num_scales: length of that table.
       dtype: compute dtype of activations (parameters stay float32).
       remat: rematerialize residual blocks in the backward pass.
       num_classes: None for an unconditional network; else the network is class-conditional
@@ -131,12 +118,8 @@ class NCSNpp(nn.Module):
     embedding_type: Literal["fourier", "positional"] = "fourier"
     fourier_scale: float = 16.0
     init_scale: float = 0.0
-    scale_by_sigma: bool = True
     centered: bool = False
     nonlinearity: str = "swish"
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
     dtype: Any = jnp.float32
     remat: bool = False
     num_classes: int | None = None
@@ -155,27 +138,22 @@ class NCSNpp(nn.Module):
             raise ValueError("fir_kernel must be non-empty when fir=True, got ().")
         super().__post_init__()
 
-    def _time_embedding(
-        self, labels: Labels, class_labels: ClassLabels | None
-    ) -> tuple[Array | None, Labels]:
-        """Returns the time (and class) embedding, None if unconditional, and the sigmas."""
+    def _time_embedding(self, labels: Labels, class_labels: ClassLabels | None) -> Array | None:
+        """Returns the time (and class) embedding, None if unconditional."""
         act = ACTIVATIONS[self.nonlinearity]
         if self.embedding_type == "fourier":
-            sigmas = labels
             temb = GaussianFourierProjection(self.nf, self.fourier_scale)(jnp.log(labels))
         else:
-            table = discrete_sigmas_descending(self.sigma_min, self.sigma_max, self.num_scales)
-            sigmas = table[labels.astype(jnp.int32)] if self.scale_by_sigma else labels
             temb = layers.timestep_embedding(labels, self.nf)
         if not self.conditional:
-            return None, sigmas
+            return None
         temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(temb)
         temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init(), dtype=self.dtype)(act(temb))
         if self.num_classes is not None:
             temb = temb + layers.class_embedding(
                 class_labels, labels, self.num_classes, self.nf * 4
             )
-        return temb, sigmas
+        return temb
 
     def _block_factory(self):
         """Returns ``make(**kwargs)`` building the next residual block with the original name."""
@@ -250,7 +228,7 @@ class NCSNpp(nn.Module):
                 f"x must be NHWC with height and width divisible by 2**(len(ch_mult)-1) = "
                 f"{2 ** (levels - 1)}, got shape {x.shape}."
             )
-        temb, sigmas = self._time_embedding(labels, class_labels)
+        temb = self._time_embedding(labels, class_labels)
         block = self._block_factory()
         if not self.centered:
             x = 2 * x - 1.0
@@ -259,10 +237,7 @@ class NCSNpp(nn.Module):
         h = self._attention()(h)
         h = block()(h, temb, train)
         h = self._up_path(h, hs, temb, block, train, out_channels=x.shape[-1])
-        h = h.astype(jnp.float32)
-        if self.scale_by_sigma:
-            h = h / sigmas.reshape((-1, 1, 1, 1))
-        return h
+        return h.astype(jnp.float32)
 
     def _down_path(self, x: Images, temb: Array | None, block, train: bool) -> list[Images]:
         """The encoder; returns every feature map the decoder takes as a skip connection."""

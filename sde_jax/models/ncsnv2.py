@@ -4,9 +4,10 @@ Song & Ermon, "Generative Modeling by Estimating Gradients of the Data Distribut
 2019, NCSN) and "Improved Techniques for Training Score-Based Generative Models" (NeurIPS
 2020, NCSNv2). A ResNet backbone whose deeper stages use dilated convolutions instead of
 further downsampling, then a cascade of RefineNet blocks (``sde_jax.models.refinenet``);
-instance norm++ and ELU. NCSNv2 is unconditional and divides its output by sigma of the
-step label (``scale_by_sigma``, as every original NCSNv2 config); NCSN conditions every
-normalization on the step label instead (and its configs do not divide).
+instance norm++ and ELU. NCSNv2 is unconditional: its output is divided by sigma of the step
+label (``scale_by_sigma``, set by every original NCSNv2 config), which the score wrapper does
+(``get_score_fn(..., scale_by_sigma=True)``); NCSN conditions every normalization on the step
+label instead (and its configs do not divide).
 
 The networks, parameter names and shapes are the original score_sde's ``ncsnv2_64``,
 ``ncsnv2_128``, ``ncsnv2_256`` and ``ncsn``; parameter counts equal the original's
@@ -25,7 +26,6 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from sde_jax.models.layers import ACTIVATIONS, check_choice
-from sde_jax.models.ncsnpp import discrete_sigmas_descending
 from sde_jax.models.normalization import (
     ConditionalInstanceNorm2dPlus,
     InstanceNorm2d,
@@ -122,20 +122,12 @@ def _validate(module: nn.Module) -> None:
     check_choice("interpolation", module.interpolation, INTERPOLATIONS)
 
 
-def _divide_by_sigma(module: nn.Module, h: Images, labels: Labels) -> Images:
-    """``h / sigma[labels]`` over the descending table, if ``module.scale_by_sigma``."""
-    if not module.scale_by_sigma:
-        return h
-    table = discrete_sigmas_descending(module.sigma_min, module.sigma_max, module.num_scales)
-    return h / table[labels.astype(jnp.int32)].reshape((-1, 1, 1, 1))
-
-
 class NCSNv2(nn.Module):
-    """NCSNv2 (Song & Ermon, 2020): ``apply(variables, x, labels, train) -> output / sigma``.
+    """NCSNv2 (Song & Ermon, 2020): ``apply(variables, x, labels, train) -> output``.
 
-    ``labels`` are integer noise-level indices into the descending table of ``num_scales``
-    sigmas from ``sigma_max`` to ``sigma_min``; the output is divided by that sigma (every
-    original NCSNv2 config sets ``scale_by_sigma``).
+    The network is unconditional: ``labels`` (integer noise-level indices) are not read here;
+    the score wrapper divides the output by their sigma (``scale_by_sigma``, set by every
+    original NCSNv2 config).
 
     Attributes:
       nf: base width.
@@ -144,10 +136,6 @@ class NCSNv2(nn.Module):
       nonlinearity: 'elu', 'swish', 'relu' or 'lrelu'.
       interpolation: 'bilinear' or 'nearest_neighbor', for the RefineNet fusion.
       centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
-      scale_by_sigma: divide the output by sigma of the label.
-      sigma_min: smallest sigma.
-      sigma_max: largest sigma.
-      num_scales: number of sigmas.
     """
 
     nf: int = 128
@@ -156,10 +144,6 @@ class NCSNv2(nn.Module):
     nonlinearity: str = "elu"
     interpolation: str = "bilinear"
     centered: bool = False
-    scale_by_sigma: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 232
 
     def __post_init__(self):
         _validate(self)
@@ -169,8 +153,8 @@ class NCSNv2(nn.Module):
     @nn.compact
     def __call__(self, x: Images, labels: Labels, train: bool = True) -> Images:
         """Returns the score estimate for NHWC ``x`` at noise-level indices ``labels``."""
-        h = _refine_net(self, x, None, _normalization_class(self.normalization))
-        return _divide_by_sigma(self, h, labels)
+        del labels  # unconditional; the score wrapper divides by their sigma
+        return _refine_net(self, x, None, _normalization_class(self.normalization))
 
 
 class NCSN(nn.Module):
@@ -179,7 +163,8 @@ class NCSN(nn.Module):
     ``apply(variables, x, labels, train) -> output``; ``labels`` are integer indices in
     ``[0, num_scales)``. The conditional normalizations have ``num_scales`` embedding rows
     (the original read an unset ``model.num_classes`` here; see the module docstring). The
-    original NCSN configs do not divide by sigma (``scale_by_sigma=False``).
+    original NCSN configs do not divide by sigma (``scale_by_sigma=False``; the score
+    wrapper's option).
 
     Attributes:
       nf: base width.
@@ -188,9 +173,6 @@ class NCSN(nn.Module):
       nonlinearity: 'elu', 'swish', 'relu' or 'lrelu'.
       interpolation: 'bilinear' or 'nearest_neighbor'.
       centered: inputs are in [-1, 1]; otherwise [0, 1] inputs are mapped to [-1, 1].
-      scale_by_sigma: divide the output by sigma of the label.
-      sigma_min: smallest sigma (read only with ``scale_by_sigma``).
-      sigma_max: largest sigma (read only with ``scale_by_sigma``).
       num_scales: number of noise levels (embedding rows).
     """
 
@@ -200,9 +182,6 @@ class NCSN(nn.Module):
     nonlinearity: str = "elu"
     interpolation: str = "bilinear"
     centered: bool = False
-    scale_by_sigma: bool = False
-    sigma_min: float = 0.01
-    sigma_max: float = 1.0
     num_scales: int = 10
 
     def __post_init__(self):
@@ -219,5 +198,4 @@ class NCSN(nn.Module):
         def norm():
             return ConditionalInstanceNorm2dPlus(num_classes=self.num_scales)
 
-        h = _refine_net(self, x, labels.astype(jnp.int32), norm)
-        return _divide_by_sigma(self, h, labels)
+        return _refine_net(self, x, labels.astype(jnp.int32), norm)

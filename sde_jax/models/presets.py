@@ -2,7 +2,9 @@
 
 Each function returns the module of one config family (keyword arguments override fields,
 e.g. ``dtype`` or ``remat``); the comment names the original config file. Parameter counts
-equal the original's (tests/test_models_param_counts.py).
+equal the original's (tests/test_models_param_counts.py). The VE networks (NCSN++, NCSNv2)
+were trained with their output divided by sigma: score them with
+``get_score_fn(..., scale_by_sigma=True)``.
 """
 
 from typing import Any
@@ -46,7 +48,6 @@ def ncsnpp_cifar10(deep: bool = False, **overrides: Any) -> NCSNpp:
         "fir": True,
         "progressive_input": "residual",
         "embedding_type": "fourier",
-        "scale_by_sigma": True,
         "centered": False,
     }
     return NCSNpp(**{**fields, **overrides})
@@ -60,7 +61,6 @@ def ddpmpp_cifar10(deep: bool = False, **overrides: Any) -> NCSNpp:
         "fir": False,
         "progressive_input": "none",
         "embedding_type": "positional",
-        "scale_by_sigma": False,
         "centered": True,
     }
     return NCSNpp(**{**fields, **overrides})
@@ -77,7 +77,6 @@ def ncsnpp_celebahq256(**overrides: Any) -> NCSNpp:
         "progressive": "output_skip",
         "progressive_input": "input_skip",
         "embedding_type": "fourier",
-        "scale_by_sigma": True,
         "centered": False,
     }
     return NCSNpp(**{**fields, **overrides})
@@ -93,7 +92,6 @@ def ddpm_cifar10(**overrides: Any) -> DDPM:
         "dropout": 0.1,
         "resamp_with_conv": True,
         "conditional": True,
-        "scale_by_sigma": False,
         "centered": True,
     }
     return DDPM(**{**fields, **overrides})
@@ -106,7 +104,7 @@ def ddpm_256(**overrides: Any) -> DDPM:
 
 def ncsnv2_cifar10(**overrides: Any) -> NCSNv2:
     """NCSNv2-64 (``ve/ncsnv2/cifar10``, 232 sigmas from 50): 34.0M params."""
-    fields = {"nf": 128, "variant": 64, "sigma_max": 50.0, "num_scales": 232}
+    fields = {"nf": 128, "variant": 64}
     return NCSNv2(**{**fields, **overrides})
 
 
