@@ -17,7 +17,6 @@ Sampling uses the score config's ``sampling`` section, in batches of
 ``training.sample_batch_size``; sample ``i`` gets class ``classes[i % len(classes)]``.
 """
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import classifier, data, evaluation, images
+from sde_jax import classifier, evaluation, images
+from sde_jax.apps import writers
 from sde_jax.experiment import build
 from sde_jax.training.loop import Experiment
 
@@ -164,7 +164,6 @@ def sample_classes_to_files(
     batch = config.training.sample_batch_size
     labels = np.asarray([classes[i % len(classes)] for i in range(num_samples)], np.int32)
     key = jax.random.key(config.seed + 5)
-    to_unit = data.inverse_scaler(config.data.centered)
     batches = []
     label = images.sampler_label(
         config.sampling.method, config.sampling.predictor, config.sampling.corrector
@@ -174,10 +173,9 @@ def sample_classes_to_files(
         padded = np.concatenate([chunk, np.full(batch - len(chunk), chunk[0], np.int32)])
         key_i = jax.random.fold_in(key, start)
         out = sample(key_i, params, clf_params, jnp.asarray(padded), guidance_scale)
-        x = to_unit(np.asarray(out.x))[: len(chunk)]
+        x = np.asarray(out.x)[: len(chunk)]
         images.check_finite(x, output, sampler=f"{label} ({mode} guidance)", step=step)
-        x = np.clip(x, 0.0, 1.0)
-        batches.append(np.round(x * 255).astype(np.uint8))
+        batches.append(images.to_uint8(x, config.data.centered))
         logging.info(
             "Sampled %d/%d class-conditional images (%s guidance, scale %g).",
             start + len(chunk),
@@ -186,22 +184,20 @@ def sample_classes_to_files(
             guidance_scale,
         )
     samples = np.concatenate(batches)
-    if jax.process_index() == 0:
-        _write(output, samples, labels, classes, step=step, scale=guidance_scale, mode=mode)
+    _write(output, samples, labels, classes, step=step, scale=guidance_scale, mode=mode)
     return samples, labels
 
 
 def _write(output, samples, labels, classes, *, step, scale, mode) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    np.savez(output, samples=samples, labels=labels, step=step, guidance_scale=scale, mode=mode)
-    stem = os.path.splitext(output)[0]
+    """The .npz, a grid with one row per class (padded with black) and one grid per class."""
     per_class = {c: samples[labels == c] for c in dict.fromkeys(classes)}
     columns = max(len(v) for v in per_class.values())
-    rows = []
-    for c, group in per_class.items():
-        pad = np.zeros((columns - len(group), *samples.shape[1:]), np.uint8)
-        rows.append(np.concatenate([group, pad]))
-        images.save_png(f"{stem}_class{c}.png", images.image_grid(group / 255.0))
-    grid = images.image_grid(np.concatenate(rows) / 255.0, columns=columns)
-    images.save_png(f"{stem}.png", grid)
-    logging.info("Wrote %s, %s.png and one grid per class.", output, stem)
+    rows = [
+        np.concatenate([group, np.zeros((columns - len(group), *samples.shape[1:]), np.uint8)])
+        for group in per_class.values()
+    ]
+    grids = [writers.Grid(np.concatenate(rows), columns=columns)]
+    grids += [writers.Grid(group, suffix=f"_class{c}") for c, group in per_class.items()]
+    arrays = dict(samples=samples, labels=labels, step=step, guidance_scale=scale, mode=mode)
+    if writers.write_samples(output, arrays, grids):
+        logging.info("Wrote %s, %s and one grid per class.", output, writers.png_path(output))
