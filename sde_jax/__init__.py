@@ -25,7 +25,8 @@ The public surface, in one place:
 - ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
   noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
-- ``classifier``: the classifier's loss on noisy data and ``classifier_log_prob_fn``.
+- ``classifier``: the classifier's loss on noisy data (its guidance interface is
+  ``controllable.classifier_log_prob_fn``).
 - ``metrics`` (FID, Inception Score, KID, reference statistics), ``inception`` (the 2015
   Inception graph of FID/IS in Flax, its weights converter) and ``fid_stats`` (reference
   statistics of a data split), imported on demand.

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import classifier, evaluation, images
+from sde_jax import evaluation, images
 from sde_jax.apps import writers
 from sde_jax.experiment import build
 from sde_jax.training.loop import Experiment
@@ -108,7 +108,7 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
     sampler = build.conditional_sampler_from_config(experiment.sde, config.sampling, shape)
 
     def guided_sample(key, params, classifier_params, labels, scale):
-        log_prob = classifier.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)
+        log_prob = controllable.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)
         return sampler(key, experiment.score_fn(params), log_prob, labels, scale)
 
     return guided_sample, "classifier", classifier_config.model.num_classes, clf_params
