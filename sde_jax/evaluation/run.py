@@ -1,4 +1,4 @@
-"""Evaluating checkpoints (``sde-jax eval``), and the helpers of ``sde-jax sample`` / ``train``.
+"""Evaluating checkpoints (``sde-jax eval``), and the bits/dim reports of ``sde-jax train``.
 
 :func:`evaluate` picks checkpoints of a working directory (a given step; every periodic
 checkpoint in ``[eval.begin_step, eval.end_step]`` when either is set, as the original's
