@@ -49,6 +49,14 @@ def test_paths_follow_numpy_savez(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]  # the temporary file is renamed
 
 
+def test_any_array_name_is_a_key(tmp_path):
+    """``interpolate`` stores its decoded path under the key ``path``."""
+    path = str(tmp_path / "interpolate.npz")
+    writers.write_samples(path, {"path": np.ones((2, 3), np.uint8), "step": 1})
+    with np.load(path) as stored:
+        assert sorted(stored.files) == ["path", "step"] and stored["path"].sum() == 6
+
+
 def test_a_grid_of_floats_is_refused(tmp_path):
     with pytest.raises(TypeError, match="uint8"):
         writers.write_samples(

@@ -8,6 +8,7 @@ rename: an interrupted write leaves the previous file) and each :class:`Grid` as
 """
 
 import dataclasses
+import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,7 +65,9 @@ def write_samples(path: str, arrays: Mapping[str, Any], grids: Sequence[Grid] = 
     if jax.process_index() != 0:
         return []
     written = [npz_path(path)]
-    store.save_npz(written[0], **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # keys such as "path" (interpolate's) are array names here
+    store.atomic_write(written[0], buffer.getvalue())
     for grid in grids:
         written.append(png_path(path, grid.suffix))
         images.save_png(written[-1], images.uint8_grid(grid.tiles, grid.columns))
