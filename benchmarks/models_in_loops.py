@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import fir_depthwise
-from sde_jax import VESDE, VPSDE, likelihood, probability_flow_drift, sampling
+from sde_jax import VESDE, VPSDE, likelihood, probability_flow_drift
 from sde_jax.compat import load_checkpoint, model_from_config
+from sde_jax.experiment import build
 from sde_jax.models import fir, get_score_fn
 
 FIXTURES = (
@@ -160,7 +161,7 @@ def network_in_loops(name: str, num_steps: int, repeats: int, log) -> dict:
     rows = {key: {"ms": statistics.median(v), "nfe": None} for key, v in ms.items()}
     compile_s = {"forward": compile_forward}
     for label, config in samplers(num_steps).items():
-        sampler = sampling.get_sampler(sde, config, x.shape)
+        sampler = build.get_sampler(sde, config, x.shape)
         run, compile_s[label] = compile_timed(
             lambda k, p, sampler=sampler: sampler(k, score_of(p)), jax.random.key(0), params
         )
@@ -243,7 +244,7 @@ def train_step_compile(sde, model, params, x) -> float:
 def before_and_after(num_steps: int, repeats: int) -> dict:
     """NCSN++'s forward and PC sampler with the slice-sum FIR and the depthwise one."""
     sde, model, params, x, t = load_network("ncsnpp_ve")
-    sampler = sampling.get_sampler(
+    sampler = build.get_sampler(
         sde, samplers(num_steps)["pc (reverse diffusion + langevin)"], x.shape
     )
     score = functools.partial(get_score_fn, sde, model.apply, scale_by_sigma=scaled(sde))

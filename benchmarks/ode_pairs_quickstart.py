@@ -34,7 +34,7 @@ import configs.quickstart
 from sde_jax import data, ode
 from sde_jax import likelihood as lik
 from sde_jax.evaluation.parts import restore_ema_params
-from sde_jax.training.loop import Experiment
+from sde_jax.experiment import Experiment
 
 NUM_EXAMPLES = 8
 EPS = 1e-5

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sde_jax import VESDE, VPSDE, sampling
+from sde_jax import VESDE, VPSDE
+from sde_jax.experiment import build
 from sde_jax.models import get_score_fn, presets
 
 SHAPE = (8, 16, 16, 3)
@@ -86,7 +87,7 @@ def measure(cases=CASES, shape=SHAPE, repeats=5, small=SMALL, log=print) -> list
     rows = []
     for name, kind, config in cases:
         sde, score_fn = make_score_fn(kind, shape, small)
-        sampler = sampling.get_sampler(sde, config, shape)
+        sampler = build.get_sampler(sde, config, shape)
         run_sampler = jax.jit(lambda k, sampler=sampler, score_fn=score_fn: sampler(k, score_fn))
         out = jax.block_until_ready(run_sampler(jax.random.key(0)))  # compile
         nfe = int(out.nfe)

@@ -25,7 +25,8 @@ The public surface, in one place:
 - ``models``: NCSN++ / DDPM++ (optionally class-conditional), DDPM, NCSNv2 and the
   noise-conditional Wide-ResNet classifier in Flax; ``compat.score_sde`` loads the original
   code's checkpoints and configs.
-- ``classifier``: the noise-conditional classifier's loss on noisy data.
+- ``classifier``: the noise-conditional classifier's loss on noisy data (its guidance
+  interface is ``controllable.classifier_log_prob_fn``).
 - ``validation``: the input checks every layer uses; ``sharding``: the device mesh and the
   shardings of batches and states; ``images``: uint8 conversion and image grids.
 

@@ -9,34 +9,29 @@ clean ``x(0)`` with label y, draw :math:`t \sim U(\epsilon, T)` and
 ``sde.marginal_std(t)`` (sigma(t) for VE, the marginal std for VP and sub-VP), the quantity
 it embeds as Fourier features of its logarithm. The original shipped no training code for it.
 
-``classifier_log_prob_fn(model, params, sde)`` gives ``classifier_log_prob(x, t, labels)
--> [batch]``, the interface of ``sde_jax.controllable.get_conditional_sampler``.
+The guidance side, ``classifier_log_prob(x, t, labels) -> [batch]`` of a trained classifier,
+is :func:`sde_jax.controllable.classifier_log_prob_fn`, beside the sampler that takes it.
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from sde_jax.array_types import Array, Data, Key, PerExample, Times
-from sde_jax.sdes import SDE, batch_times, expand_to
+from sde_jax.array_types import Array, Data, Key, PerExample
+from sde_jax.sdes import SDE, expand_to
 
 __all__ = [
     "ClassifierLossOutput",
     "accuracy_at_times",
-    "classifier_log_prob_fn",
     "noisy_classifier_loss",
     "perturb",
 ]
 
 LogitsFn = Callable[[Data, PerExample], Array]
 """``logits_fn(x, sigmas) -> logits [batch, classes]``: the network at noise levels sigmas."""
-
-ClassifierLogProb = Callable[[Data, Times, Array], PerExample]
-"""``classifier_log_prob(x, t, labels) -> log p_t(labels | x) [batch]``."""
 
 
 class ClassifierLossOutput(NamedTuple):
@@ -98,27 +93,3 @@ def accuracy_at_times(
         x_t, sigmas = perturb(k, sde, x, jnp.full((x.shape[0],), time, jnp.float32))
         hits.append(_cross_entropy(logits_fn(x_t, sigmas), labels)[1])
     return jnp.stack(hits)
-
-
-def classifier_log_prob_fn(model: nn.Module, params: Any, sde: SDE) -> ClassifierLogProb:
-    """Returns ``classifier_log_prob(x, t, labels) -> [batch]``: log-softmax at ``labels``.
-
-    Args:
-      model: the noise-conditional classifier, ``model.apply({'params': p}, x, sigmas,
-        train=False) -> logits`` (e.g. ``sde_jax.models.wideresnet.WideResNet``).
-      params: its parameters (the EMA parameters of a checkpoint).
-      sde: the SDE it was trained with; ``t`` maps to the noise level ``sde.marginal_std(t)``.
-
-    Returns:
-      A pure function of ``x [batch, ...]``, ``t [batch]`` (or a scalar) and int
-      ``labels [batch]``; differentiable in ``x`` (its gradient is the guidance term).
-    """
-
-    def classifier_log_prob(x: Data, t: Times, labels: Array) -> PerExample:
-        t = batch_times(x, t)
-        logits = model.apply({"params": params}, x, sde.marginal_std(t), train=False)
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
-        labels = jnp.asarray(labels, jnp.int32)
-        return jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-
-    return classifier_log_prob

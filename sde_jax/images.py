@@ -7,6 +7,8 @@ upscaled by one integer factor with nearest neighbour (each pixel becomes an ``f
 so the picture is the raw grid, only bigger, and the black lines keep their proportion to the
 tiles. The ``.npz`` sample files keep the raw resolution.
 
+Model outputs become pixels through one conversion, :func:`to_uint8` (``round(255 clip(x, 0,
+1))``, on numpy or on device), and uint8 tiles become a grid through :func:`uint8_grid`.
 Non-finite samples are never written: casting NaN to uint8 gives black pixels silently, so
 every writer calls :func:`check_finite` first, and :func:`image_grid` refuses them too.
 """
@@ -14,8 +16,12 @@ every writer calls :func:`check_finite` first, and :func:`image_grid` refuses th
 import math
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float, UInt8
+
+from sde_jax import validation
 
 MIN_TILE = 32
 MIN_WIDTH = 512
@@ -55,9 +61,30 @@ def check_finite(samples: np.ndarray, what: str, *, sampler: str, step: int | No
         )
 
 
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+def to_uint8(x: Float[np.ndarray, "..."], centered: bool = False) -> UInt8[np.ndarray, "..."]:
+    r"""Pixels of images in model space: :math:`\operatorname{round}(255\,\min(\max(u, 0), 1))`.
+
+    Here :math:`u = (x + 1) / 2` for centered data (``[-1, 1]``), else :math:`u = x`.
+    The one conversion of samples to pixels: numpy arrays give numpy uint8 (float inputs keep
+    their precision, others are taken as float32), jax arrays (traced ones included) give jax
+    uint8, so the jitted chunk sampler of the evaluation and the file writers round alike.
+    Values exactly half-way between two levels round to even (``numpy.round``).
+
+    Args:
+      x: the images, any shape; values outside the data range are clipped.
+      centered: whether ``x`` is scaled to ``[-1, 1]`` (``data.centered``) rather than
+        ``[0, 1]``.
+
+    Returns:
+      uint8 values in ``[0, 255]``, shaped as ``x``.
+    """
+    xp = jnp if isinstance(x, jax.Array) else np
+    if xp is np:
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float32)
+    unit = (x + 1) / 2 if centered else x
+    return xp.round(xp.clip(unit, 0.0, 1.0) * 255).astype(xp.uint8)
 
 
 def viewing_factor(
@@ -85,10 +112,10 @@ def viewing_factor(
     if len(tile_size) != 2:
         raise ValueError(f"tile_size must be (height, width), got {tile_size!r}.")
     for name, value in (("tile_size[0]", tile_size[0]), ("tile_size[1]", tile_size[1])):
-        _check_int(name, value, 1)
-    _check_int("width", width, 1)
-    _check_int("min_tile", min_tile, 1)
-    _check_int("min_width", min_width, 1)
+        validation.integer(name, value, minimum=1)
+    validation.integer("width", width, minimum=1)
+    validation.integer("min_tile", min_tile, minimum=1)
+    validation.integer("min_width", min_width, minimum=1)
     return max(1, math.ceil(min_tile / min(tile_size)), math.ceil(min_width / width))
 
 
@@ -108,7 +135,7 @@ def upscale_nearest(image: UInt8[np.ndarray, "h w c"], factor: int) -> UInt8[np.
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape [h, w, c], got {image.shape}.")
-    _check_int("factor", factor, 1)
+    validation.integer("factor", factor, minimum=1)
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
@@ -149,8 +176,8 @@ def image_grid(
         raise ValueError(f"images must have shape [n, h, w, c] with n >= 1, got {images.shape}.")
     n, h, w, c = images.shape
     columns = math.ceil(math.sqrt(n)) if columns is None else columns
-    _check_int("columns", columns, 1)
-    _check_int("padding", padding, 0)
+    validation.integer("columns", columns, minimum=1)
+    validation.integer("padding", padding, minimum=0)
     rows = math.ceil(n / columns)
     grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding, c))
     for i, image in enumerate(images):
@@ -159,8 +186,29 @@ def image_grid(
             padding + (i % columns) * (w + padding),
         )
         grid[top : top + h, left : left + w] = image
-    grid = np.round(grid * 255).astype(np.uint8)
+    grid = to_uint8(grid)
     return upscale_nearest(grid, viewing_factor((h, w), grid.shape[1], min_tile, min_width))
+
+
+def uint8_grid(
+    tiles: UInt8[np.ndarray, "n h w c"], columns: int | None = None
+) -> UInt8[np.ndarray, "H W c"]:
+    """The viewing grid (:func:`image_grid`) of uint8 images, e.g. samples read from a file.
+
+    Args:
+      tiles: the images, uint8 ``[n, h, w, c]``.
+      columns: images per row; default ``ceil(sqrt(n))``.
+
+    Returns:
+      The grid, uint8; every tile keeps its pixel values exactly.
+
+    Raises:
+      TypeError: if ``tiles`` is not uint8.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.dtype != np.uint8:
+        raise TypeError(f"tiles must be uint8 images, got dtype {tiles.dtype}.")
+    return image_grid(tiles.astype(np.float32) / 255.0, columns=columns)
 
 
 def save_png(path: str, image: UInt8[np.ndarray, "h w c"]) -> None:

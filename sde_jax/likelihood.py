@@ -16,8 +16,10 @@ forward-mode pass, about twice a network forward, where the original paid a vjp 
 round trip per evaluation).
 
 :func:`bits_per_dim` converts a log-density of dequantized 8-bit data to bits/dim with the
-offset derived in its docstring, and :func:`dataset_bits_per_dim` evaluates a data set split
-with fresh dequantization noise on each of R passes.
+offset derived in its docstring; :func:`batch_bits_per_dim` evaluates one batch of integer
+images under one draw of dequantization noise, and :func:`summarize_bits_per_dim` averages R
+such passes over a split. The loop over a split (sharded, resumable) is
+``sde_jax.evaluation.sharded_bits_per_dim``.
 """
 
 import math
@@ -27,7 +29,6 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jaxtyping import Float, Int
 
 from sde_jax import ode, validation
@@ -41,7 +42,6 @@ __all__ = [
     "batch_bits_per_dim",
     "bits_per_dim",
     "check_images",
-    "dataset_bits_per_dim",
     "dequantize",
     "divergence",
     "log_likelihood",
@@ -374,7 +374,7 @@ def check_images(images: object, index: int, num_levels: int) -> np.ndarray:
 
 
 class BitsPerDim(NamedTuple):
-    """The result of :func:`dataset_bits_per_dim`.
+    """Bits/dim of a data split (:func:`summarize_bits_per_dim`).
 
     Attributes:
       mean: bits/dim averaged over examples and repeats.
@@ -390,85 +390,6 @@ class BitsPerDim(NamedTuple):
     repeat_means: np.ndarray
     num_examples: int
     mean_nfe: float
-
-
-def dataset_bits_per_dim(
-    key: Key,
-    sde: SDE,
-    score_fn: ScoreFn,
-    batches: Iterable[np.ndarray],
-    *,
-    num_repeats: int = 5,
-    data_range: tuple[float, float] = (0.0, 1.0),
-    num_levels: int = 256,
-    log_every: int = 10,
-    **likelihood_kwargs,
-) -> BitsPerDim:
-    """Bits/dim of a data split, each batch evaluated ``num_repeats`` times with fresh noise.
-
-    The paper evaluated the CIFAR-10 test set 5 times with fresh dequantization noise. Here the
-    data are read in a single pass: each batch gets ``num_repeats`` dequantizations (and fresh
-    Hutchinson probes), so ``batches`` may be any iterable, a generator included. The jitted
-    evaluation is compiled once per batch shape; progress goes to ``absl.logging``.
-
-    Args:
-      key: PRNG key; batch i, repeat r uses ``fold_in(fold_in(key, i), r)``.
-      sde: the forward SDE.
-      score_fn: the model's score, as for :func:`log_likelihood`.
-      batches: numpy integer images (uint8) of shape ``[batch, ...]``, values in
-        ``[0, num_levels - 1]``.
-      num_repeats: R, dequantization repeats per example.
-      data_range: the interval the model's data are scaled to, (0, 1) or (-1, 1).
-      num_levels: levels of the integer data (256).
-      log_every: log progress every this many batches.
-      **likelihood_kwargs: passed to :func:`log_likelihood` (hutchinson, rtol, atol, eps, ...).
-
-    Returns:
-      A :class:`BitsPerDim`.
-
-    Raises:
-      ValueError: for ``num_repeats < 1``, an empty ``batches``, or a batch that is not integer
-        images in range.
-      RuntimeError: if the ODE solver fails on a batch.
-    """
-    check_num_repeats(num_repeats)
-    _check_range(data_range)
-
-    @jax.jit
-    def evaluate(key, images):
-        return batch_bits_per_dim(
-            key,
-            sde,
-            score_fn,
-            images,
-            data_range=data_range,
-            num_levels=num_levels,
-            **likelihood_kwargs,
-        )
-
-    per_example, nfes = [], []
-    for index, images in enumerate(batches):
-        images = check_images(images, index, num_levels)
-        batch_bpd = np.zeros((num_repeats, images.shape[0]))
-        for r in range(num_repeats):
-            subkey = jax.random.fold_in(jax.random.fold_in(key, index), r)
-            bpd, nfe, success = jax.block_until_ready(evaluate(subkey, images))
-            check_success(success, index, r)
-            batch_bpd[r] = np.asarray(bpd)
-            nfes.append(int(nfe))
-        per_example.append(batch_bpd)
-        if log_every and (index + 1) % log_every == 0:
-            running = np.concatenate(per_example, axis=1)
-            logging.info(
-                "bits/dim: %d batches, %d examples, running mean %.4f (mean nfe %.1f)",
-                index + 1,
-                running.shape[1],
-                running.mean(),
-                np.mean(nfes),
-            )
-    if not per_example:
-        raise ValueError("batches is empty: no images to evaluate.")
-    return summarize_bits_per_dim(np.concatenate(per_example, axis=1), nfes)
 
 
 def check_num_repeats(num_repeats: object) -> None:

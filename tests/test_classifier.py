@@ -10,7 +10,7 @@ import pytest
 
 from configs import default
 from configs.classifier import cifar10_wrn28_10
-from sde_jax import VESDE, VPSDE, classifier, data
+from sde_jax import VESDE, VPSDE, classifier, controllable, data
 from sde_jax.data import sources
 from sde_jax.experiment import Experiment
 from sde_jax.experiment.build import build_model
@@ -92,7 +92,7 @@ def test_log_prob_is_normalized_and_differentiable(sde):
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
     init = jax.jit(functools.partial(model.init, train=False))
     params = init(jax.random.key(1), x, jnp.ones((4,)))["params"]
-    log_prob = jax.jit(classifier.classifier_log_prob_fn(model, params, sde))
+    log_prob = jax.jit(controllable.classifier_log_prob_fn(model, params, sde))
     t = jnp.array([1e-3, 0.3, 0.7, 1.0])
     table = jnp.stack([log_prob(x, t, jnp.full((4,), y)) for y in range(10)], axis=-1)
     assert table.shape == (4, 10) and bool(jnp.all(table <= 0))

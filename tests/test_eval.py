@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from sde_jax import data, evaluation, likelihood
+from sde_jax import data, evaluation, sharding
 from sde_jax.apps import cli
 from sde_jax.evaluation import cache, parts, samples, store
 from sde_jax.experiment import Experiment
@@ -85,12 +85,14 @@ def test_sharded_bpd_equals_single_device_and_resumes(trained, tmp_path):
         )
 
     result = sharded()
-    # The single-device loop of sde_jax.likelihood on the same batches and keys.
-    single = likelihood.dataset_bits_per_dim(
+    # The same loop on one device, on the same batches and keys.
+    single = evaluation.sharded_bits_per_dim(
         key,
         experiment.sde,
-        experiment.score_fn(params),
-        [b["image"] for b in batches],
+        experiment.score_fn,
+        jax.device_get(params),
+        iter(batches),
+        mesh=sharding.make_mesh(1, 1, jax.devices()[:1]),
         num_repeats=2,
         data_range=data_range,
     )

@@ -1,3 +1,5 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,3 +130,56 @@ def test_bad_shapes_and_factors_are_rejected():
         images.viewing_factor((8, 0), 100)
     with pytest.raises(ValueError, match="width"):
         images.viewing_factor((8, 8), 0)
+
+
+def previous_formula(x, centered):
+    """The conversion each writer spelled out before :func:`images.to_uint8`."""
+    unit = (x + 1) / 2 if centered else x
+    return np.round(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+EDGES = np.array(
+    [-np.inf, -3.0, -1e-7, 0.0, 0.5 / 255, 1.5 / 255, 0.5, 254.5 / 255, 1.0, 1.0 + 1e-7, 2.0]
+    + [np.inf]
+    + [(k + 0.5) / 255 for k in range(255)]  # every rounding boundary between two levels
+    + [
+        np.nextafter(np.float32((k + 0.5) / 255), np.float32(d))
+        for k in (0, 127, 254)
+        for d in (0, 1)
+    ],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_to_uint8_equals_the_previous_formula_on_edge_values(centered):
+    x = 2 * EDGES - 1 if centered else EDGES
+    expected = previous_formula(x, centered)
+    for got in (
+        images.to_uint8(x, centered),
+        np.asarray(jax.jit(images.to_uint8, static_argnums=1)(jnp.asarray(x), centered)),
+    ):
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+    unit = images.to_uint8(EDGES)
+    # Out of range clips; the exact half-way value 127.5 rounds to even.
+    assert unit[[0, 1, 2, 3, 6, 8, 9, 10, 11]].tolist() == [0, 0, 0, 0, 128, 255, 255, 255, 255]
+
+
+def test_to_uint8_takes_boolean_masks_as_unit_values():
+    mask = np.array([[0, 1], [1, 0]], bool)
+    np.testing.assert_array_equal(images.to_uint8(mask), [[0, 255], [255, 0]])
+    np.testing.assert_array_equal(images.to_uint8(mask.astype(np.float32)), images.to_uint8(mask))
+
+
+def test_uint8_grid_keeps_every_tile_and_refuses_floats():
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3)).astype(np.uint8)
+    grid = images.uint8_grid(tiles, columns=3)
+    f = images.viewing_factor((8, 8), 3 * 9 + 1)
+    for i, tile in enumerate(tiles):
+        top, left = 1 + (i // 3) * 9, 1 + (i % 3) * 9
+        np.testing.assert_array_equal(
+            grid[top * f : (top + 8) * f : f, left * f : (left + 8) * f : f], tile
+        )
+    with pytest.raises(TypeError, match="uint8"):
+        images.uint8_grid(tiles.astype(np.float32))

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from configs import default
-from sde_jax import evaluation
+from sde_jax.apps import sample
 from sde_jax.experiment import Experiment
 from sde_jax.training import checkpoint, loop
 
@@ -59,7 +59,7 @@ def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_pa
 
     # `sde-jax sample`: the EMA weights of the newest checkpoint, written after every batch.
     out = tmp_path / "samples.npz"
-    samples = evaluation.sample_to_files(tiny_config(6), str(tmp_path / "straight"), 6, str(out))
+    samples = sample.sample_to_files(tiny_config(6), str(tmp_path / "straight"), 6, str(out))
     stored = np.load(out)
     assert stored["samples"].shape == (6, 8, 8, 1) and stored["samples"].dtype == np.uint8
     np.testing.assert_array_equal(stored["samples"], samples)

@@ -15,6 +15,7 @@ import pytest
 from gaussians import Gaussian
 from record_sampler_outputs import FILE, SDES, SHAPE, cases, run_case
 
+import sde_jax
 from sde_jax import grids, ode, sampling, steppers
 from sde_jax.experiment import build
 
@@ -35,9 +36,10 @@ def test_config_builder_reproduces_the_recorded_samples(name, sde_name, config):
     check_recorded(name, x, nfe)
 
 
-def test_sampling_get_sampler_forwards_to_the_builder():
+def test_the_facade_get_sampler_is_the_builder():
+    assert sde_jax.get_sampler is build.get_sampler
     config = {"method": "heun", "num_steps": 12, "grid": "uniform"}
-    forwarded = sampling.get_sampler(SDES["vp"], config, SHAPE)
+    forwarded = sde_jax.get_sampler(SDES["vp"], config, SHAPE)
     built = build.get_sampler(SDES["vp"], config, SHAPE)
     assert type(forwarded) is type(built) is sampling.FixedGridSampler
     assert forwarded.stepper == built.stepper == steppers.ProbabilityFlow(SDES["vp"], ode.HEUN)

@@ -17,7 +17,6 @@ Sampling uses the score config's ``sampling`` section, in batches of
 ``training.sample_batch_size``; sample ``i`` gets class ``classes[i % len(classes)]``.
 """
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import classifier, data, evaluation, images
+from sde_jax import evaluation, images
+from sde_jax.apps import writers
 from sde_jax.experiment import build
 from sde_jax.experiment.bundle import Experiment
 from sde_jax.experiment.rng import stream_key
@@ -109,7 +109,7 @@ def _guided_sample_fn(config: Any, experiment: Experiment, classifier_config, cl
     sampler = build.conditional_sampler_from_config(experiment.sde, config.sampling, shape)
 
     def guided_sample(key, params, classifier_params, labels, scale):
-        log_prob = classifier.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)
+        log_prob = controllable.classifier_log_prob_fn(clf.model, classifier_params, experiment.sde)
         return sampler(key, experiment.score_fn(params), log_prob, labels, scale)
 
     return guided_sample, "classifier", classifier_config.model.num_classes, clf_params
@@ -167,7 +167,6 @@ def sample_classes_to_files(
     batch = config.training.sample_batch_size
     labels = np.asarray([classes[i % len(classes)] for i in range(num_samples)], np.int32)
     key = stream_key(config.seed, "class_samples")
-    to_unit = data.inverse_scaler(config.data.centered)
     batches = []
     label = images.sampler_label(
         config.sampling.method, config.sampling.predictor, config.sampling.corrector
@@ -177,10 +176,9 @@ def sample_classes_to_files(
         padded = np.concatenate([chunk, np.full(batch - len(chunk), chunk[0], np.int32)])
         key_i = jax.random.fold_in(key, start)
         out = sample(key_i, params, clf_params, jnp.asarray(padded), guidance_scale)
-        x = to_unit(np.asarray(out.x))[: len(chunk)]
+        x = np.asarray(out.x)[: len(chunk)]
         images.check_finite(x, output, sampler=f"{label} ({mode} guidance)", step=step)
-        x = np.clip(x, 0.0, 1.0)
-        batches.append(np.round(x * 255).astype(np.uint8))
+        batches.append(images.to_uint8(x, config.data.centered))
         logging.info(
             "Sampled %d/%d class-conditional images (%s guidance, scale %g).",
             start + len(chunk),
@@ -189,22 +187,20 @@ def sample_classes_to_files(
             guidance_scale,
         )
     samples = np.concatenate(batches)
-    if jax.process_index() == 0:
-        _write(output, samples, labels, classes, step=step, scale=guidance_scale, mode=mode)
+    _write(output, samples, labels, classes, step=step, scale=guidance_scale, mode=mode)
     return samples, labels
 
 
 def _write(output, samples, labels, classes, *, step, scale, mode) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    np.savez(output, samples=samples, labels=labels, step=step, guidance_scale=scale, mode=mode)
-    stem = os.path.splitext(output)[0]
+    """The .npz, a grid with one row per class (padded with black) and one grid per class."""
     per_class = {c: samples[labels == c] for c in dict.fromkeys(classes)}
     columns = max(len(v) for v in per_class.values())
-    rows = []
-    for c, group in per_class.items():
-        pad = np.zeros((columns - len(group), *samples.shape[1:]), np.uint8)
-        rows.append(np.concatenate([group, pad]))
-        images.save_png(f"{stem}_class{c}.png", images.image_grid(group / 255.0))
-    grid = images.image_grid(np.concatenate(rows) / 255.0, columns=columns)
-    images.save_png(f"{stem}.png", grid)
-    logging.info("Wrote %s, %s.png and one grid per class.", output, stem)
+    rows = [
+        np.concatenate([group, np.zeros((columns - len(group), *samples.shape[1:]), np.uint8)])
+        for group in per_class.values()
+    ]
+    grids = [writers.Grid(np.concatenate(rows), columns=columns)]
+    grids += [writers.Grid(group, suffix=f"_class{c}") for c, group in per_class.items()]
+    arrays = dict(samples=samples, labels=labels, step=step, guidance_scale=scale, mode=mode)
+    if writers.write_samples(output, arrays, grids):
+        logging.info("Wrote %s, %s and one grid per class.", output, writers.png_path(output))

@@ -165,10 +165,10 @@ def _sample(argv: Sequence[str]) -> None:
     if FLAGS["class"].value is not None:
         _sample_classes()
         return
-    from sde_jax import evaluation
+    from sde_jax.apps import sample
 
     output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", "final.npz")
-    evaluation.sample_to_files(FLAGS.config, FLAGS.workdir, FLAGS.num_samples, output, FLAGS.step)
+    sample.sample_to_files(FLAGS.config, FLAGS.workdir, FLAGS.num_samples, output, FLAGS.step)
 
 
 def _eval(argv: Sequence[str]) -> None:

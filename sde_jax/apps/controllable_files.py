@@ -7,7 +7,6 @@ data set or from a folder of image files, runs the library on them and writes ``
 ``sde-jax inpaint|colorize|interpolate`` commands.
 """
 
-import os
 from typing import Any
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 from absl import logging
 
 from sde_jax import data, evaluation, images
+from sde_jax.apps import writers
 from sde_jax.controllable.masks import make_mask
 from sde_jax.experiment import build
 from sde_jax.experiment.bundle import Experiment
@@ -57,22 +57,16 @@ def _to_uint8(
         s = config.sampling
         label = images.sampler_label(s.method, s.predictor, s.corrector)
         images.check_finite(np.asarray(x), output, sampler=label, step=step)
-    unit = np.clip(data.inverse_scaler(config.data.centered)(np.asarray(x, np.float32)), 0, 1)
-    return np.round(unit * 255).astype(np.uint8)
+    return images.to_uint8(np.asarray(x, np.float32), config.data.centered)
 
 
 def _write(output: str, grid_rows: list[np.ndarray], **arrays: Any) -> None:
     """Writes the .npz and a PNG grid with one row per entry of ``grid_rows`` (uint8)."""
-    if jax.process_index() != 0:
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    np.savez(output, **arrays)
     columns = grid_rows[0].shape[0]
     channels = max(row.shape[-1] for row in grid_rows)
     tiles = np.concatenate([np.broadcast_to(r, (*r.shape[:-1], channels)) for r in grid_rows])
-    grid = images.image_grid(tiles.astype(np.float32) / 255.0, columns=columns)
-    images.save_png(os.path.splitext(output)[0] + ".png", grid)
-    logging.info("Wrote %s and its PNG grid.", output)
+    if writers.write_samples(output, arrays, [writers.Grid(tiles, columns=columns)]):
+        logging.info("Wrote %s and its PNG grid.", output)
 
 
 def _restore(config: Any, workdir: str, step: int | None):
@@ -110,7 +104,7 @@ def inpaint_to_files(
     run = jax.jit(lambda key, p, x, m: inpainter(key, experiment.score_fn(p), x, m))
     out = run(stream_key(config.seed, "inpainting"), params, originals, masks)
     result, original = _to_uint8(config, out.x, output, step), _to_uint8(config, originals)
-    mask_u8 = np.round(masks * 255).astype(np.uint8)
+    mask_u8 = images.to_uint8(masks)
     masked = (original * masks).astype(np.uint8)
     _write(
         output,

@@ -5,8 +5,8 @@
 - Colorization (:func:`get_colorizer`): inpainting in an orthogonal colour basis whose first
   axis is gray (:data:`COLOR_BASIS`).
 - Class-conditional sampling (:func:`get_conditional_sampler`) with a noise-conditional
-  classifier, and classifier-free guidance (:func:`classifier_free_score`; null label =
-  ``num_classes``).
+  classifier (:func:`classifier_log_prob_fn`, of the :data:`ClassifierLogProb` interface),
+  and classifier-free guidance (:func:`classifier_free_score`; null label = ``num_classes``).
 - Latents of the probability-flow ODE (:func:`get_latent_codec`): encode, decode, spherical
   interpolation, temperature-scaled sampling.
 
@@ -26,8 +26,10 @@ from sde_jax.controllable.colorization import (
     get_colorizer,
 )
 from sde_jax.controllable.guidance import (
+    ClassifierLogProb,
     classifier_free_score,
     classifier_guided_score,
+    classifier_log_prob_fn,
     get_conditional_sampler,
 )
 from sde_jax.controllable.inpainting import (
@@ -42,11 +44,13 @@ from sde_jax.controllable.masks import MASKS, make_mask
 __all__ = [
     "COLOR_BASIS",
     "MASKS",
+    "ClassifierLogProb",
     "LatentCodec",
     "LatentOutput",
     "Replacement",
     "classifier_free_score",
     "classifier_guided_score",
+    "classifier_log_prob_fn",
     "couple",
     "decouple",
     "decoupled_score",

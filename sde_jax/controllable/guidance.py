@@ -20,15 +20,20 @@ convention :math:`\gamma = 1 + w` of other papers, :math:`\gamma s_c + (1 - \gam
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from sde_jax.array_types import Array, Data, Key, PerExample, ScoreFn
 from sde_jax.sampling import SampleOutput
-from sde_jax.sdes import batch_times
+from sde_jax.sdes import SDE, batch_times
 
 ClassifierLogProb = Callable[[Data, PerExample, Array], PerExample]
-"""``classifier_log_prob(x, t, labels) -> [batch]``: log p_t(labels | x), one per example."""
+"""``classifier_log_prob(x, t, labels) -> [batch]``: log p_t(labels | x), one per example.
+
+``t`` holds one time per example (:func:`classifier_guided_score` broadcasts the sampler's
+time to the batch before it calls the classifier).
+"""
 
 ConditionalScoreFn = Callable[[Data, PerExample, Array], Data]
 """``score_fn(x, t, labels) -> score``; ``labels`` int ``[batch]``, the null label included."""
@@ -99,6 +104,32 @@ def classifier_free_score(
         return (1.0 + scale) * conditional - scale * unconditional
 
     return guided
+
+
+def classifier_log_prob_fn(model: nn.Module, params: Any, sde: SDE) -> ClassifierLogProb:
+    """The :data:`ClassifierLogProb` of a noise-conditional classifier: log-softmax at ``labels``.
+
+    Args:
+      model: the noise-conditional classifier, ``model.apply({'params': p}, x, sigmas,
+        train=False) -> logits`` (e.g. ``sde_jax.models.wideresnet.WideResNet``; its training
+        loss is :func:`sde_jax.classifier.noisy_classifier_loss`).
+      params: its parameters (the EMA parameters of a checkpoint).
+      sde: the SDE it was trained with; ``t`` maps to the noise level ``sde.marginal_std(t)``.
+
+    Returns:
+      A pure function of ``x [batch, ...]``, ``t [batch]`` (a scalar is shared by the batch)
+      and int ``labels [batch]``; differentiable in ``x`` (its gradient is the guidance term
+      of :func:`classifier_guided_score`).
+    """
+
+    def classifier_log_prob(x: Data, t: PerExample, labels: Array) -> PerExample:
+        t = batch_times(x, t)
+        logits = model.apply({"params": params}, x, sde.marginal_std(t), train=False)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        labels = jnp.asarray(labels, jnp.int32)
+        return jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+
+    return classifier_log_prob
 
 
 def _check_labels(labels: Any, batch: int) -> None:

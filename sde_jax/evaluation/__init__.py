@@ -1,8 +1,8 @@
 """Evaluating trained checkpoints: bits/dim, eval loss, samples and their FID / IS / KID.
 
-``evaluate(config, workdir)`` is ``sde-jax eval`` (see :mod:`sde_jax.evaluation.run`);
-``sample_to_files`` is ``sde-jax sample``; ``final_bits_per_dim`` is the report at the end of
-``sde-jax train`` (``evaluate``'s bpd part, resumable and cached under the same fingerprints,
+``evaluate(config, workdir)`` is ``sde-jax eval`` (see :mod:`sde_jax.evaluation.run`; the
+files of ``sde-jax sample`` are the apps layer's); ``final_bits_per_dim`` is the report at the
+end of ``sde-jax train`` (``evaluate``'s bpd part, resumable and cached under the same fingerprints,
 :mod:`sde_jax.evaluation.cache`); ``held_out_bits_per_dim`` the same without a cache. The
 parts, each usable alone: :func:`sharded_bits_per_dim` (resumable, sharded bits/dim),
 :func:`eval_loss`, :func:`sample_chunks` and :func:`sample_quality`.
@@ -22,7 +22,6 @@ from sde_jax.evaluation.run import (
     final_bits_per_dim,
     format_row,
     held_out_bits_per_dim,
-    sample_to_files,
     step_dir,
 )
 from sde_jax.evaluation.samples import features, sample_chunks, sample_quality
@@ -43,7 +42,6 @@ __all__ = [
     "restore_ema_params",
     "sample_chunks",
     "sample_quality",
-    "sample_to_files",
     "sharded_bits_per_dim",
     "step_dir",
 ]

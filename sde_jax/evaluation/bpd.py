@@ -1,8 +1,11 @@
 """Bits/dim of a data split, sharded over every device and host, resumable after interruption.
 
-The split is read once; each batch is evaluated ``num_repeats`` times with fresh
-dequantization noise and Hutchinson probes (batch ``i``, repeat ``r`` uses
-``fold_in(fold_in(key, i), r)``, as :func:`sde_jax.likelihood.dataset_bits_per_dim` does).
+The one loop of bits/dim over a data set (the paper evaluated the CIFAR-10 test set 5 times
+with fresh dequantization noise). The split is read once; each batch is evaluated
+``num_repeats`` times with fresh dequantization noise and Hutchinson probes (batch ``i``,
+repeat ``r`` uses ``fold_in(fold_in(key, i), r)``) by
+:func:`sde_jax.likelihood.batch_bits_per_dim`, so ``batches`` may be any iterable, a generator
+included. On one device, pass a one-device mesh (``sharding.make_mesh(1, 1, devices[:1])``).
 Each (batch, repeat) is one unit of work; after every unit the per-example results so far go
 to a small ``.npz`` file, and a rerun with the same file skips the units it holds (it still
 reads, but does not evaluate, their batches).

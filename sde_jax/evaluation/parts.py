@@ -216,7 +216,6 @@ def _draw_fn(experiment: Experiment):
     shape = (config.eval.batch_size, *experiment.image_shape)
     sampler = build.get_sampler(experiment.sde, config.sampling, shape)
     batch_sharding = sharding.batch_sharding(mesh)
-    to_unit = data.inverse_scaler(config.data.centered)
 
     def draw(params, key_data):
         score_fn = experiment.score_fn(params)
@@ -225,7 +224,7 @@ def _draw_fn(experiment: Experiment):
             return score_fn(jax.lax.with_sharding_constraint(x, batch_sharding), t)
 
         out = sampler(jax.random.wrap_key_data(key_data), sharded_score)
-        pixels = jnp.round(jnp.clip(to_unit(out.x), 0.0, 1.0) * 255).astype(jnp.uint8)
+        pixels = images.to_uint8(out.x, config.data.centered)
         return pixels, out.nfe, jnp.sum(~jnp.isfinite(out.x))
 
     return jax.jit(draw, out_shardings=sharding.replicated(mesh))

@@ -1,4 +1,4 @@
-"""Evaluating checkpoints (``sde-jax eval``), and the helpers of ``sde-jax sample`` / ``train``.
+"""Evaluating checkpoints (``sde-jax eval``), and the bits/dim reports of ``sde-jax train``.
 
 :func:`evaluate` picks checkpoints of a working directory (a given step; every periodic
 checkpoint in ``[eval.begin_step, eval.end_step]`` when either is set, as the original's
@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 
-from sde_jax import data, images, likelihood, sharding
+from sde_jax import data, images, likelihood, sharding, validation
 from sde_jax.evaluation import cache, store
 from sde_jax.evaluation import parts as parts_lib
 from sde_jax.evaluation import samples as samples_lib
@@ -45,6 +45,9 @@ from sde_jax.experiment.rng import stream_key
 
 PARTS = ("bpd", "bpd_train", "loss", "samples", "quality")
 """The parts of an evaluation, in the order they run."""
+
+GRID_SIZE = 256
+"""The sample grid (PNG and TensorBoard) shows the first this many samples."""
 
 
 def enabled_parts(eval_config: ml_collections.ConfigDict, with_quality: bool) -> list[str]:
@@ -71,6 +74,16 @@ def _bpd_row(prefix: str, result: likelihood.BitsPerDim) -> dict[str, Any]:
         f"{prefix}_examples": result.num_examples,
         f"{prefix}_nfe": result.mean_nfe,
     }
+
+
+def _first_samples(paths: list[str], count: int) -> np.ndarray:
+    """The first ``count`` uint8 samples of the chunk files ``paths`` (fewer if they hold less)."""
+    first = []
+    for chunk in samples_lib.iterate_samples(paths):
+        first.append(chunk)
+        if sum(len(c) for c in first) >= count:
+            break
+    return np.concatenate(first)[:count]
 
 
 def _sample_paths(config, directory: str) -> list[str]:
@@ -126,15 +139,10 @@ class _Run:
             on_chunk=self.on_chunk,
             fingerprint=self.fingerprints["samples"],
         )
-        nfes, first = [], []
-        for path in paths:
-            chunk = store.load_npz(path)
-            nfes.append(float(chunk["nfe"]))
-            if sum(len(c) for c in first) < 256:
-                first.append(chunk["samples"])
-        first = np.concatenate(first)[:256]
-        samples_lib.save_grid(self._path("samples", ".png"), first)
-        self.grid = images.image_grid(first.astype(np.float32) / 255.0)
+        nfes = [float(store.load_npz(path)["nfe"]) for path in paths]
+        self.grid = images.uint8_grid(_first_samples(paths, GRID_SIZE))
+        if jax.process_index() == 0:
+            images.save_png(self._path("samples", ".png"), self.grid)
         return {"num_samples": self.config.eval.num_samples, "sample_nfe": float(np.mean(nfes))}
 
     def _quality(self):
@@ -196,16 +204,21 @@ def evaluate(
         row, grid = _evaluate_step(
             experiment, workdir, s, parts, quality, quality_fn, on_unit, on_chunk
         )
+        _record(writer, eval_dir, row, grid)
         rows.append(row)
-        store.write_result(eval_dir, row)
-        scalars = {k: v for k, v in row.items() if k != "step" and _finite(v)}
-        writer.write_scalars(s, scalars)
-        if grid is not None:
-            writer.write_images(s, {"samples": grid[None]})
-        logging.info("%s", format_row(row))
     writer.flush()
     writer.close()
     return rows
+
+
+def _record(writer, eval_dir: str, row: dict[str, Any], grid: np.ndarray | None) -> None:
+    """Stores a step's result row, writes its scalars and sample grid to TensorBoard, logs it."""
+    store.write_result(eval_dir, row)
+    scalars = {k: v for k, v in row.items() if k != "step" and _finite(v)}
+    writer.write_scalars(row["step"], scalars)
+    if grid is not None:
+        writer.write_images(row["step"], {"samples": grid[None]})
+    logging.info("%s", format_row(row))
 
 
 def _evaluate_step(experiment, workdir, step, parts, quality, quality_fn, on_unit, on_chunk):
@@ -215,18 +228,28 @@ def _evaluate_step(experiment, workdir, step, parts, quality, quality_fn, on_uni
       ``(row, grid)``: the result row (every part stored with the current settings, and the
       row's ``fingerprint``) and the sample grid, or None when no samples were drawn.
     """
-    config = experiment.config
     directory = step_dir(workdir, step)
     summary_path = os.path.join(directory, "summary.json")
     summary = store.load_json(summary_path, {})
-    fingerprints = {p: cache.part_fingerprint(config, p, step) for p in PARTS}
-    for part in parts:
-        logging.info("%s", cache.describe(step, part, fingerprints[part], summary))
-    todo = [p for p in parts if cache.entry(p, fingerprints[p]) not in summary]
+    fingerprints = {p: cache.part_fingerprint(experiment.config, p, step) for p in PARTS}
+    todo = _pending_parts(step, parts, fingerprints, summary)
     run = None
     if todo:
         params, _ = parts_lib.restore_ema_params(experiment, workdir, step)
         run = _Run(experiment, params, directory, step, quality, quality_fn, on_unit, on_chunk)
+        _run_parts(run, todo, fingerprints, summary, summary_path)
+    return _row(step, fingerprints, summary), None if run is None else run.grid
+
+
+def _pending_parts(step, parts, fingerprints, summary) -> list[str]:
+    """The parts not yet in ``summary`` under their fingerprint; logs what each reuses."""
+    for part in parts:
+        logging.info("%s", cache.describe(step, part, fingerprints[part], summary))
+    return [p for p in parts if cache.entry(p, fingerprints[p]) not in summary]
+
+
+def _run_parts(run: _Run, todo, fingerprints, summary, summary_path: str) -> None:
+    """Runs each part of ``todo``, saving ``summary`` (with its time) after each one."""
     for part in todo:
         start = time.monotonic()
         summary[cache.entry(part, fingerprints[part])] = {
@@ -234,10 +257,14 @@ def _evaluate_step(experiment, workdir, step, parts, quality, quality_fn, on_uni
             f"{part}_seconds": time.monotonic() - start,
         }
         store.save_json(summary_path, summary)
+
+
+def _row(step: int, fingerprints: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]:
+    """The result row: every part stored with the current settings (of earlier runs too)."""
     row = {"step": step, "fingerprint": store.fingerprint(fingerprints)}
-    for part in PARTS:  # parts of earlier runs too (e.g. FID computed once), same settings only
+    for part in PARTS:  # e.g. FID computed once, same settings only
         row.update(summary.get(cache.entry(part, fingerprints[part]), {}))
-    return row, None if run is None else run.grid
+    return row
 
 
 def final_bits_per_dim(
@@ -276,12 +303,11 @@ def _finite(value: Any) -> bool:
 def _check_eval_config(eval_config: ml_collections.ConfigDict, mesh) -> None:
     sharding.check_batch_size(eval_config.batch_size, mesh, "eval.batch_size")
     for key in ("num_samples", "bpd_repeats"):
-        value = eval_config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"eval.{key} must be a positive int, got {value!r}.")
-    limit = eval_config.bpd_max_examples
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"eval.bpd_max_examples must be None or a positive int, got {limit!r}.")
+        validation.integer(f"eval.{key}", eval_config[key], minimum=1)
+    if eval_config.bpd_max_examples is not None:
+        validation.integer(
+            "eval.bpd_max_examples", eval_config.bpd_max_examples, minimum=1, meaning=" or None"
+        )
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -318,39 +344,3 @@ def held_out_bits_per_dim(
     params, _ = parts_lib.restore_ema_params(experiment, workdir, step)
     key = stream_key(config.seed, parts_lib.BPD_SEED)
     return parts_lib.bits_per_dim_of_split(experiment, params, config.data.eval_split, key)
-
-
-def sample_to_files(
-    config, workdir: str, num_samples: int, output: str, step: int | None = None
-) -> np.ndarray:
-    """Draws ``num_samples`` images in batches of ``training.sample_batch_size``.
-
-    Writes ``output`` (.npz with ``samples`` uint8 ``[n, H, W, C]``) after every batch, so an
-    interruption loses at most one batch, and a PNG grid of the first 256 beside it.
-
-    Returns:
-      The uint8 samples.
-    """
-    experiment = Experiment(config)
-    params, step = parts_lib.restore_ema_params(experiment, workdir, step)
-    to_unit = data.inverse_scaler(config.data.centered)
-    batches, done = [], 0
-    s = config.sampling
-    label = images.sampler_label(s.method, s.predictor, s.corrector)
-    key = stream_key(config.seed, parts_lib.SAMPLE_SEED)
-    while done < num_samples:
-        out = experiment.sample_fn(jax.random.fold_in(key, len(batches)), params)
-        x = to_unit(np.asarray(out.x))
-        images.check_finite(x, output, sampler=label, step=step)
-        x = np.clip(x, 0.0, 1.0)
-        batches.append(np.round(x * 255).astype(np.uint8))
-        done += x.shape[0]
-        samples = np.concatenate(batches)[:num_samples]
-        if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-            np.savez(output, samples=samples, step=step, nfe=int(out.nfe))
-        logging.info("Sampled %d/%d images (checkpoint step %d).", len(samples), num_samples, step)
-    if jax.process_index() == 0:
-        grid = images.image_grid(samples[:256].astype(np.float32) / 255.0)
-        images.save_png(os.path.splitext(output)[0] + ".png", grid)
-    return samples

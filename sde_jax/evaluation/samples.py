@@ -12,11 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import jax
 import numpy as np
 from absl import logging
 
-from sde_jax import images as image_files
 from sde_jax.evaluation import store
 
 # feature_fn(uint8-range images [B, H, W, 3]) -> (pool3 [B, 2048], logits [B, 1008])
@@ -111,13 +109,6 @@ def iterate_samples(paths: Iterable[str]) -> Iterator[np.ndarray]:
     """The uint8 images of each chunk file of ``paths`` (:func:`sample_chunks`), in order."""
     for path in paths:
         yield store.load_npz(path)["samples"]
-
-
-def save_grid(path: str, samples: np.ndarray, max_images: int = 256) -> None:
-    """A PNG grid of the first ``max_images`` uint8 samples (process 0 only)."""
-    if jax.process_index() == 0:
-        grid = image_files.image_grid(samples[:max_images].astype(np.float32) / 255.0)
-        image_files.save_png(path, grid)
 
 
 def _batches(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
