@@ -3,7 +3,7 @@
 ``lax.pad`` with interior padding for the zero insertion, then ``conv_general_dilated`` with
 ``feature_group_count`` equal to the channels. Same functions and results as
 ``sde_jax.models.fir`` (to float32 rounding); kept so that ``benchmarks/models_in_loops.py``
-can time both formulations side by side and ``tests/test_models_fir.py`` can compare them.
+can time both formulations side by side and ``tests/models/test_models_fir.py`` can compare them.
 """
 
 from collections.abc import Sequence

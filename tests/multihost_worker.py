@@ -1,11 +1,11 @@
-"""One process of the two-process training test (tests/test_multihost.py).
+"""One process of the two-process training test (tests/training/test_multihost.py).
 
     python tests/multihost_worker.py OUT.npz --multihost --coordinator_address=127.0.0.1:P \
         --num_processes=2 --process_id=I
 
 Joins the job with jax.distributed (CPU collectives over gloo), runs the train steps of
-tests/test_training.py on a mesh over every process's devices, each process feeding only its
-own rows of each global batch, and (process 0) saves the losses and parameters.
+tests/training/test_training.py on a mesh over every process's devices, each process feeding
+only its own rows of each global batch, and (process 0) saves the losses and parameters.
 """
 
 import argparse
@@ -28,7 +28,7 @@ def main():
     jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     sys.path.insert(0, os.getcwd())
     from sde_jax import sharding
-    from tests import test_training
+    from tests.training import test_training
 
     mesh = sharding.make_mesh(None, 1)
     state, step, _ = test_training.setup_step(mesh)

@@ -23,7 +23,7 @@ choice of Song et al., 2023, "Pseudoinverse-guided diffusion models"); Ho et al.
 to 0.58).
 
 Measured on an 8-dimensional mixture of two Gaussians (scale 0.2, centres +-(1,1,1,1,5,5,5,5))
-whose first half decides the component (``tests/test_controllable.py``; VP SDE, reverse
+whose first half decides the component (``tests/controllable/test_controllable.py``; VP SDE, reverse
 diffusion, 200 steps, 1000 draws): the unknown half lands in the component of the known half
 in 0.532 of replacement inpaintings and 1.000 with reconstruction guidance (w = 1). On
 correlated Gaussian data it also brings the regression of the unknown on the known part from

@@ -116,8 +116,8 @@ OLDER_CONFIG_DEFAULTS: dict[str, Any] = {
     "optim.beta2": 0.999,
 }
 """Values for the keys that configs written before they existed lack; each equals the value
-configs/default.py sets (tests/test_configs.py checks it). Every other key is read from the
-config as it is, with no second default here."""
+configs/default.py sets (tests/experiment/test_configs.py checks it). Every other key is read
+from the config as it is, with no second default here."""
 
 # Fields that come from outside the model section (data, run-time options) or from flax.
 _NOT_FROM_SECTION = {"parent", "name", "centered", "dtype", "remat", "variant"}

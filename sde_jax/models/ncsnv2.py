@@ -11,7 +11,7 @@ label instead (and its configs do not divide).
 
 The networks, parameter names and shapes are the original score_sde's ``ncsnv2_64``,
 ``ncsnv2_128``, ``ncsnv2_256`` and ``ncsn``; parameter counts equal the original's
-(tests/test_models_original_configs.py). Two defects of the original are repaired, building
+(tests/models/test_models_original_configs.py). Two defects of the original are repaired, building
 the network it intended: its NCSN reads ``config.model.num_classes`` for the rows of the
 conditional normalizations, which no config sets (``num_scales`` is the only value
 consistent with the labels, and is used here), and its conditional residual block does not

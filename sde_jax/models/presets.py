@@ -2,7 +2,7 @@
 
 Each function returns the module of one config family (keyword arguments override fields,
 e.g. ``dtype`` or ``remat``); the comment names the original config file. Parameter counts
-equal the original's (tests/test_models_param_counts.py). The VE networks (NCSN++, NCSNv2)
+equal the original's (tests/models/test_models_param_counts.py). The VE networks (NCSN++, NCSNv2)
 were trained with their output divided by sigma: score them with
 ``get_score_fn(..., scale_by_sigma=True)``.
 """

@@ -11,7 +11,7 @@ import tensorflow as tf
 from sde_jax.apps import controllable_files as files
 from sde_jax.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from sde_jax import evaluation
 from sde_jax.evaluation import store
-from tests import test_eval
+from tests.evaluation import test_eval
 
 # test_eval.tiny_config, inlined: importing tests.test_eval imports the CLI a second time.
 CONFIG_FILE = """

@@ -13,7 +13,7 @@ from configs import quickstart
 from sde_jax import data
 from sde_jax.evaluation import fid_stats, inception, metrics
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def identity_features(images):

@@ -13,7 +13,7 @@ from sde_jax.training import loop
 pytestmark = pytest.mark.slow  # each case trains and evaluates a network: 1-2 min on 2 cores
 
 # One config per family: SDE x loss x network. The CelebA and LSUN pipelines are covered by
-# tests/test_data.py, and the VP continuous network is the sub-VP one.
+# tests/data/test_data.py, and the VP continuous network is the sub-VP one.
 FAMILIES = [
     "ve.cifar10_ncsnpp_continuous",  # VE, continuous DSM, NCSN++ with FIR
     "ve.cifar10_ncsnpp",  # VE, discrete SMLD loss, sigma-table conditioning

@@ -11,7 +11,8 @@ from sde_jax.experiment import Experiment, rng
 from sde_jax.training import loop
 from sde_jax.training.state import create_state
 from sde_jax.training.step import train_step
-from tests import test_classifier, test_loop
+from tests import test_classifier
+from tests.training import test_loop
 
 # Recorded with the code before the task objects (commit b508e92: `Experiment.step_fn` with
 # `step_kwargs`, and `Experiment.eval_metrics`), on the parameters of `_fixed_state`, the 16

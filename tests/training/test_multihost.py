@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from launch import local
-from tests import test_training
+from tests.training import test_training
 
 
 def test_two_processes_equal_single_device_training(tmp_path):
@@ -63,7 +63,7 @@ def _cli_config(n_iters):
 
 def _launch_cli_training(workdir, logdir, n_iters):
     """`python -m sde_jax.cli train --multihost ...` as 2 local processes, 1 CPU device each."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     overrides = {**CLI_OVERRIDES, "training.n_iters": n_iters}
     command = [
         sys.executable,

@@ -17,7 +17,7 @@ import pytest
 from sde_jax import data
 from sde_jax.experiment import Experiment
 from sde_jax.training import checkpoint, loop
-from tests import test_loop
+from tests.training import test_loop
 
 REAL_TRAIN_ITERATOR = data.train_iterator
 

@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from configs import default
 from sde_jax.experiment.build import build_model_from_config, build_sde, get_sampler
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 NOT_EXPERIMENTS = {"__init__", "default", "families"}
 NAMES = sorted(
     str(path.relative_to(CONFIG_DIR).with_suffix(""))

@@ -3,7 +3,8 @@
 Config files are enumerated from ``configs/`` (new ones are covered without editing this
 file). Each config's sampler runs with the exact score of N(0, I) data, one compile per
 distinct (SDE, sampling, image shape); one config per network family also samples with its
-untrained tiny network. Training a few steps of each family is tests/test_smoke_configs.py.
+untrained tiny network. Training a few steps of each family is
+tests/experiment/test_smoke_configs.py.
 """
 
 import importlib
@@ -20,7 +21,7 @@ from sde_jax.experiment import build
 from sde_jax.sdes import batch_times, expand_to
 from sde_jax.training.step import network_score_fn
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SKIP = {"default", "families", "__init__"}
 
 

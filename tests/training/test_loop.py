@@ -103,7 +103,7 @@ def test_bad_configs_fail_before_compilation():
 
 
 CONFIG_FILE = """
-from tests import test_loop
+from tests.training import test_loop
 
 
 def get_config():

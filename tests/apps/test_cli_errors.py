@@ -9,7 +9,7 @@ import pytest
 from launch import slurm
 from sde_jax.apps import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(ROOT, "configs", "quickstart.py") + ":smoke"
 
 

@@ -13,7 +13,7 @@ from sde_jax.compat import load_checkpoint, model_from_config
 from sde_jax.experiment.build import build_model
 from sde_jax.models import DDPM, NCSNpp
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "score_sde_parity"
 SMALL = {"nf": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (8,), "dropout": 0.0}
 DDPM_SMALL = {**SMALL, "nf": 32}  # DDPM's GroupNorms have 32 groups
 X = jnp.linspace(0.0, 1.0, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)

@@ -12,7 +12,7 @@ from sde_jax.compat import load_checkpoint, model_from_config, score_kwargs
 from sde_jax.models import get_score_fn, label_sigmas, time_labels
 from sde_jax.sdes import EDMSDE, VESDE, VPSDE, CosineVPSDE, SubVPSDE
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "score_sde_parity"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures" / "score_sde_parity"
 CASES = {"ncsnpp_ve": VESDE(sigma_min=0.01, sigma_max=50.0), "ddpmpp_vp": VPSDE(0.1, 20.0)}
 
 

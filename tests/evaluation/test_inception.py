@@ -229,7 +229,7 @@ def test_convert_inception_command_round_trip(tmp_path, graph_values):
         [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

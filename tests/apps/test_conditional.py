@@ -16,9 +16,10 @@ from sde_jax.experiment import Experiment, rng
 from sde_jax.models import DDPM, NCSNpp, get_score_fn
 from sde_jax.training import loop
 from sde_jax.training.step import drop_labels
-from tests import test_classifier, test_loop
+from tests import test_classifier
+from tests.training import test_loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TINY_UNET = {"nf": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (4,)}
 TINY_UNET |= {"dropout": 0.0}
@@ -185,7 +186,7 @@ def test_conditional_options_are_validated():
 
 
 CONFIG_FILE = """
-from tests import test_conditional
+from tests.apps import test_conditional
 
 
 def get_config():
