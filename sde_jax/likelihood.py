@@ -234,8 +234,7 @@ def log_likelihood(
     check_adjoint(adjoint)
     method = ode.resolve_pair(method)
     validation.choice("time_variable", time_variable, TIME_VARIABLE_CHOICES)
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-        raise ValueError(f"num_probes must be an integer >= 1, got num_probes={num_probes!r}.")
+    num_probes = validation.integer("num_probes", num_probes, minimum=1)
     if not 0.0 < eps < sde.T:
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got eps={eps!r}.")
     if time_variable == "log_sigma":
@@ -394,8 +393,7 @@ class BitsPerDim(NamedTuple):
 
 def check_num_repeats(num_repeats: object) -> None:
     """Raises ValueError unless ``num_repeats`` is an int >= 1."""
-    if isinstance(num_repeats, bool) or not isinstance(num_repeats, int) or num_repeats < 1:
-        raise ValueError(f"num_repeats must be an integer >= 1, got {num_repeats!r}.")
+    validation.integer("num_repeats", num_repeats, minimum=1)
 
 
 def check_success(success: ArrayLike, index: int, repeat: int) -> None:

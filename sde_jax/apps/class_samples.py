@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sde_jax import evaluation, images
+from sde_jax import evaluation, images, validation
 from sde_jax.apps import writers
 from sde_jax.experiment import build
 from sde_jax.experiment.bundle import Experiment
@@ -150,8 +150,7 @@ def sample_classes_to_files(
         or a classifier trained with another SDE.
       FileNotFoundError: when a workdir has no checkpoint.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    num_samples = validation.integer("num_samples", num_samples, minimum=1)
     classes = tuple(int(c) for c in classes)
     experiment = Experiment(config)
     if experiment.task_name != "score":

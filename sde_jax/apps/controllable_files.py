@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import data, evaluation, images
+from sde_jax import data, evaluation, images, validation
 from sde_jax.apps import writers
 from sde_jax.controllable.masks import make_mask
 from sde_jax.experiment import build
@@ -37,8 +37,7 @@ def load_images(
       ValueError: if ``num_images < 1``, from the data pipeline's validation, or if the
         source holds fewer than ``num_images`` images.
     """
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive integer, got {num_images!r}.")
+    num_images = validation.integer("num_images", num_images, minimum=1)
     config = ml_collections.ConfigDict(dict(data_config))
     if image_dir is not None:
         config.update(dataset="folder", data_dir=image_dir)

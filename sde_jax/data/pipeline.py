@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from sde_jax import validation
 from sde_jax.data import sources
 from sde_jax.data.sources import Shard, Source
 
@@ -94,11 +95,8 @@ def validate(data_config: Mapping[str, Any]) -> None:
       ImportError: for ``'digits'`` without scikit-learn.
     """
     name = data_config["dataset"]
-    if name not in DATASETS:
-        raise ValueError(f"data.dataset must be one of {list(DATASETS)}, got {name!r}.")
-    size = data_config["image_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"data.image_size must be a positive int, got {size!r}.")
+    validation.choice("data.dataset", name, DATASETS)
+    validation.integer("data.image_size", data_config["image_size"], minimum=1)
     channels = (1,) if name == "digits" else (1, 3) if name in ("folder", "tfrecord") else (3,)
     if data_config["num_channels"] not in channels:
         raise ValueError(

@@ -16,6 +16,7 @@ Results of versions before fingerprints (entries ``bpd``, ``samples``, files ``b
 from collections.abc import Mapping
 from typing import Any
 
+from sde_jax import validation
 from sde_jax.evaluation import store
 from sde_jax.experiment.rng import STREAMS_VERSION
 
@@ -57,8 +58,7 @@ def settings(config: Any, part: str, step: int) -> dict[str, Any]:
     Raises:
       ValueError: for a part not in :data:`PART_KEYS`.
     """
-    if part not in PART_KEYS:
-        raise ValueError(f"part must be one of {sorted(PART_KEYS)}, got {part!r}.")
+    validation.choice("part", part, PART_KEYS, sort=True)
     values = {key: _lookup(config, key) for key in (*COMMON_KEYS, *PART_KEYS[part])}
     return {**values, "step": int(step), "ema": True, "rng": STREAMS_VERSION}
 

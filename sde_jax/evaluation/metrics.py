@@ -21,6 +21,8 @@ import os
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
+from sde_jax import validation
+
 KID_SUBSET_SIZE = 10_000
 """Reference features kept for KID by :func:`compute_stats` (a random subset; TF-GAN's KID
 draws its blocks from however many features it is given, so 10,000 reference features already
@@ -128,8 +130,7 @@ def inception_score(logits: Float[ArrayLike, "n classes"], splits: int = 10) -> 
     """
     logits = _as_2d("logits", logits)
     n = logits.shape[0]
-    if isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= n:
-        raise ValueError(f"splits must be an int in [1, N={n}], got {splits!r}.")
+    splits = validation.integer("splits", splits, minimum=1, maximum=n)
     log_p = _log_softmax(logits)
     scores = []
     for i in range(splits):
@@ -193,10 +194,7 @@ def kernel_inception_distance_and_stderr(
         raise ValueError(
             f"features1 and features2 must have the same dimension, got {x.shape} and {y.shape}."
         )
-    if isinstance(max_block_size, bool) or not isinstance(max_block_size, int):
-        raise ValueError(f"max_block_size must be an int >= 2, got {max_block_size!r}.")
-    if max_block_size < 2:
-        raise ValueError(f"max_block_size must be an int >= 2, got {max_block_size!r}.")
+    max_block_size = validation.integer("max_block_size", max_block_size, minimum=2)
     n_blocks = math.ceil(max(len(x), len(y)) / max_block_size)
     if min(len(x), len(y)) < 2 * n_blocks:
         raise ValueError(
@@ -281,10 +279,7 @@ def compute_stats(
     features = _as_2d("pool3_features", pool3_features)
     if len(features) < 2:
         raise ValueError(f"compute_stats needs at least 2 examples, got {len(features)}.")
-    if isinstance(kid_subset_size, bool) or not isinstance(kid_subset_size, int):
-        raise ValueError(f"kid_subset_size must be an int >= 2, got {kid_subset_size!r}.")
-    if kid_subset_size < 2:
-        raise ValueError(f"kid_subset_size must be an int >= 2, got {kid_subset_size!r}.")
+    kid_subset_size = validation.integer("kid_subset_size", kid_subset_size, minimum=2)
     rng = np.random.default_rng(seed)
     subset = rng.permutation(len(features))[:kid_subset_size]
     return ReferenceStats(

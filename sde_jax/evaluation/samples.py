@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from sde_jax import validation
 from sde_jax.evaluation import store
 
 # feature_fn(uint8-range images [B, H, W, 3]) -> (pool3 [B, 2048], logits [B, 1008])
@@ -56,9 +57,8 @@ def sample_chunks(
         returning something other than ``chunk_size`` uint8 images, or a chunk on disk
         drawn with another ``fingerprint``.
     """
-    for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    num_samples = validation.integer("num_samples", num_samples, minimum=1)
+    chunk_size = validation.integer("chunk_size", chunk_size, minimum=1)
     num_chunks = -(-num_samples // chunk_size)
     paths = [chunk_path(directory, i) for i in range(num_chunks)]
     todo = [i for i, path in enumerate(paths) if not store.exists(path)]  # decided once

@@ -51,7 +51,6 @@ from sde_jax.steppers import (
     ReverseDiffusion,
     UniPC,
 )
-from sde_jax.validation import choice, integer, interval
 
 SDES: dict[str, type[SDE]] = {
     "vesde": VESDE,
@@ -74,8 +73,8 @@ def build_sde(section: Mapping[str, Any]) -> SDE:
       ValueError: for an unknown ``sde.name`` (listing the valid ones) or invalid parameters.
     """
     name = section["name"]
-    if not isinstance(name, str) or name.lower() not in SDES:
-        raise ValueError(f"sde.name must be one of {sorted(SDES)}, got {name!r}.")
+    if not isinstance(name, str) or name.lower() not in SDES:  # names are case-insensitive
+        validation.choice("sde.name", name, SDES, sort=True)
     cls = SDES[name.lower()]
     fields = [field.name for field in dataclasses.fields(cls)]
     return cls(**{key: section[key] for key in fields if key in section})
@@ -288,10 +287,9 @@ def build_optimizer(section: Mapping[str, Any]) -> optax.GradientTransformation:
       ValueError: for an unknown ``optim.optimizer`` or a non-positive ``optim.lr``.
     """
     name = section["optimizer"]
-    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise ValueError(f"optim.optimizer must be one of {list(OPTIMIZERS)}, got {name!r}.")
-    if not section["lr"] > 0:
-        raise ValueError(f"optim.lr must be > 0, got {section['lr']!r}.")
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:  # case-insensitive
+        validation.choice("optim.optimizer", name, OPTIMIZERS)
+    validation.interval("optim.lr", section["lr"], 0, math.inf, closed=(False, True))
     warmup = int(section["warmup"] or 0)
     if warmup > 0:
         schedule = optax.warmup_constant_schedule(0.0, section["lr"], warmup)
@@ -437,8 +435,7 @@ IGNORED_KEYS = frozenset({"probability_flow"})
 
 
 def _choice(name: str, value: object, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"sampling.{name} must be one of {sorted(valid)}, got {value!r}.")
+    validation.choice(f"sampling.{name}", value, valid, sort=True)
 
 
 def sampling_settings(section: Any) -> dict[str, Any]:
@@ -614,16 +611,18 @@ def check_training_options(training: Mapping[str, Any]) -> None:
       TypeError: if ``training.allow_config_change`` is not a bool.
     """
     for name in TRAINING_POSITIVE_INTS:
-        integer(f"training.{name}", training[name], minimum=1)
+        validation.integer(f"training.{name}", training[name], minimum=1)
     for name in TRAINING_FREQUENCIES:
         meaning = " (steps between events; 0: never)"
-        integer(f"training.{name}", training[name], minimum=0, meaning=meaning)
+        validation.integer(f"training.{name}", training[name], minimum=0, meaning=meaning)
     if training.get("max_to_keep") is not None:
         meaning = " or None (keep all)"
-        integer("training.max_to_keep", training["max_to_keep"], minimum=1, meaning=meaning)
-    interval("training.eps", training["eps"], 0, 1, closed=(False, True))
+        validation.integer(
+            "training.max_to_keep", training["max_to_keep"], minimum=1, meaning=meaning
+        )
+    validation.interval("training.eps", training["eps"], 0, 1, closed=(False, True))
     if "label_dropout" in training:
-        interval("training.label_dropout", training["label_dropout"], 0, 1)
+        validation.interval("training.label_dropout", training["label_dropout"], 0, 1)
     allow = training.get("allow_config_change", False)
     if not isinstance(allow, bool):
         raise TypeError(f"training.allow_config_change must be True or False, got {allow!r}.")
@@ -650,7 +649,7 @@ def check_task_options(
     """
     t, model = config["training"], config["model"]
     task = t.get("task", "score")
-    choice("training.task", task, TASKS)
+    validation.choice("training.task", task, TASKS)
     num_classes = model.get("num_classes", None)
     if task == "classifier" and num_classes is None:
         raise ValueError("training.task='classifier' needs model.num_classes, got None.")
@@ -661,8 +660,8 @@ def check_task_options(
     if task == "score" and model["name"] == "wideresnet":
         raise ValueError("model.name='wideresnet' is a classifier: set training.task='classifier'.")
     rate = t.get("label_dropout", 0.0)
-    if not 0.0 <= rate < 1.0:  # stricter than check_training_options: 1 drops every label
-        raise ValueError(f"training.label_dropout must be in [0, 1), got {rate!r}.")
+    # Stricter than check_training_options: 1 drops every label.
+    validation.interval("training.label_dropout", rate, 0, 1, closed=(True, False))
     if rate > 0 and (task != "score" or num_classes is None):
         raise ValueError(
             f"training.label_dropout={rate} needs a class-conditional score model "
@@ -703,7 +702,7 @@ def build_task(
       ValueError: for a ``training.task`` not in :data:`TASKS`.
     """
     t = config["training"]
-    name = choice("training.task", t.get("task", "score"), TASKS)
+    name = validation.choice("training.task", t.get("task", "score"), TASKS)
     if name == "classifier":
         return ClassifierTask(model=model, sde=sde, eps=t["eps"])
     loss_fn = get_loss_fn(

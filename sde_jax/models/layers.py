@@ -7,7 +7,7 @@ are always float32.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from sde_jax import validation
 from sde_jax.models import fir as fir_lib
 
 Images = Float[Array, "batch height width channels"]
@@ -142,8 +143,7 @@ def check_num_classes(num_classes: object, conditional: bool) -> None:
     """Raises ValueError unless ``num_classes`` is None or an int >= 1 of a time-conditional net."""
     if num_classes is None:
         return
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be None or an int >= 1, got {num_classes!r}.")
+    validation.integer("num_classes", num_classes, minimum=1, meaning=" or None")
     if not conditional:
         raise ValueError(
             f"num_classes={num_classes} needs conditional=True: the class embedding is added "
@@ -436,9 +436,3 @@ class ResnetBlockBigGANpp(nn.Module):
         if channels != out_ch or self.up or self.down:
             x = conv1x1(x, out_ch, dtype=self.dtype)
         return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
-
-
-def check_choice(field: str, value: object, choices: Sequence[object]) -> None:
-    """Raises ValueError naming ``field``, ``value`` and the valid ``choices`` if not allowed."""
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {list(choices)}, got {value!r}.")

@@ -12,6 +12,7 @@ Parameter names and shapes equal the original score_sde ``NCSNpp``, so its check
 directly (see ``sde_jax.compat.score_sde``).
 """
 
+import math
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from sde_jax import validation
 from sde_jax.models import layers
 from sde_jax.models.layers import (
     ACTIVATIONS,
@@ -29,7 +31,6 @@ from sde_jax.models.layers import (
     ResnetBlockBigGANpp,
     ResnetBlockDDPMpp,
     Upsample,
-    check_choice,
     conv3x3,
     group_norm,
 )
@@ -49,17 +50,14 @@ __all__ = ["NCSNpp", "validate_unet_fields"]
 
 def validate_unet_fields(module: Any) -> None:
     """Checks the fields shared by NCSN++ and DDPM; raises ValueError naming the bad field."""
-    if not isinstance(module.nf, int) or module.nf < 4:
-        raise ValueError(f"nf must be an int >= 4, got {module.nf!r}.")
+    validation.integer("nf", module.nf, minimum=4)
     if len(module.ch_mult) == 0 or any(not isinstance(m, int) or m < 1 for m in module.ch_mult):
         raise ValueError(
             f"ch_mult must be a non-empty tuple of positive ints, got {module.ch_mult!r}."
         )
-    if not isinstance(module.num_res_blocks, int) or module.num_res_blocks < 0:
-        raise ValueError(f"num_res_blocks must be an int >= 0, got {module.num_res_blocks!r}.")
-    if not 0.0 <= module.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {module.dropout!r}.")
-    check_choice("nonlinearity", module.nonlinearity, tuple(ACTIVATIONS))
+    validation.integer("num_res_blocks", module.num_res_blocks, minimum=0)
+    validation.interval("dropout", module.dropout, 0, 1, closed=(True, False))
+    validation.choice("nonlinearity", module.nonlinearity, ACTIVATIONS)
     if not jnp.issubdtype(module.dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating dtype such as bfloat16, got {module.dtype!r}.")
 
@@ -126,13 +124,13 @@ class NCSNpp(nn.Module):
 
     def __post_init__(self):
         validate_unet_fields(self)
-        check_choice("resblock_type", self.resblock_type, RESBLOCK_TYPES)
-        check_choice("progressive", self.progressive, PROGRESSIVE)
-        check_choice("progressive_input", self.progressive_input, PROGRESSIVE_INPUT)
-        check_choice("progressive_combine", self.progressive_combine, PROGRESSIVE_COMBINE)
-        check_choice("embedding_type", self.embedding_type, EMBEDDING_TYPES)
-        if self.embedding_type == "fourier" and not self.fourier_scale > 0:
-            raise ValueError(f"fourier_scale must be > 0, got {self.fourier_scale!r}.")
+        validation.choice("resblock_type", self.resblock_type, RESBLOCK_TYPES)
+        validation.choice("progressive", self.progressive, PROGRESSIVE)
+        validation.choice("progressive_input", self.progressive_input, PROGRESSIVE_INPUT)
+        validation.choice("progressive_combine", self.progressive_combine, PROGRESSIVE_COMBINE)
+        validation.choice("embedding_type", self.embedding_type, EMBEDDING_TYPES)
+        if self.embedding_type == "fourier":
+            validation.interval("fourier_scale", self.fourier_scale, 0, math.inf, (False, True))
         layers.check_num_classes(self.num_classes, self.conditional)
         if self.fir and len(self.fir_kernel) == 0:
             raise ValueError("fir_kernel must be non-empty when fir=True, got ().")

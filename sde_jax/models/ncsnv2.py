@@ -25,7 +25,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from sde_jax.models.layers import ACTIVATIONS, check_choice
+from sde_jax import validation
+from sde_jax.models.layers import ACTIVATIONS
 from sde_jax.models.normalization import (
     ConditionalInstanceNorm2dPlus,
     InstanceNorm2d,
@@ -115,11 +116,10 @@ def _refine_net(module: nn.Module, x: Images, y: Array | None, norm: Callable) -
 
 
 def _validate(module: nn.Module) -> None:
-    if not isinstance(module.nf, int) or module.nf < 1:
-        raise ValueError(f"nf must be a positive int, got {module.nf!r}.")
-    check_choice("variant", module.variant, tuple(STAGES))
-    check_choice("nonlinearity", module.nonlinearity, tuple(ACTIVATIONS))
-    check_choice("interpolation", module.interpolation, INTERPOLATIONS)
+    validation.integer("nf", module.nf, minimum=1)
+    validation.choice("variant", module.variant, STAGES)
+    validation.choice("nonlinearity", module.nonlinearity, ACTIVATIONS)
+    validation.choice("interpolation", module.interpolation, INTERPOLATIONS)
 
 
 class NCSNv2(nn.Module):
@@ -147,7 +147,7 @@ class NCSNv2(nn.Module):
 
     def __post_init__(self):
         _validate(self)
-        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        validation.choice("normalization", self.normalization, NORMALIZATIONS)
         super().__post_init__()
 
     @nn.compact
@@ -186,9 +186,8 @@ class NCSN(nn.Module):
 
     def __post_init__(self):
         _validate(self)
-        check_choice("normalization", self.normalization, ("InstanceNorm++",))
-        if not isinstance(self.num_scales, int) or self.num_scales < 1:
-            raise ValueError(f"num_scales must be a positive int, got {self.num_scales!r}.")
+        validation.choice("normalization", self.normalization, ("InstanceNorm++",))
+        validation.integer("num_scales", self.num_scales, minimum=1)
         super().__post_init__()
 
     @nn.compact

@@ -26,12 +26,14 @@ and the noise conditioning is an MLP on Gaussian Fourier features of log sigma
 layer, is added as a per-channel bias after each block's first convolution.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from sde_jax import validation
 from sde_jax.models.layers import GaussianFourierProjection, default_init
 
 Images = Float[Array, "batch height width channels"]
@@ -116,20 +118,11 @@ class WideResNet(nn.Module):
             raise ValueError(
                 f"depth must be 6 n + 4 with n >= 1 (10, 16, 22, 28 ...), got {self.depth!r}."
             )
-        if not isinstance(self.widen_factor, int) or self.widen_factor < 1:
-            raise ValueError(f"widen_factor must be a positive int, got {self.widen_factor!r}.")
-        if (
-            isinstance(self.num_classes, bool)
-            or not isinstance(self.num_classes, int)
-            or self.num_classes < 2
-        ):
-            raise ValueError(f"num_classes must be an int >= 2, got {self.num_classes!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
-        if not isinstance(self.embedding_size, int) or self.embedding_size < 1:
-            raise ValueError(f"embedding_size must be a positive int, got {self.embedding_size!r}.")
-        if not self.fourier_scale > 0:
-            raise ValueError(f"fourier_scale must be > 0, got {self.fourier_scale!r}.")
+        validation.integer("widen_factor", self.widen_factor, minimum=1)
+        validation.integer("num_classes", self.num_classes, minimum=2)
+        validation.interval("dropout", self.dropout, 0, 1, closed=(True, False))
+        validation.integer("embedding_size", self.embedding_size, minimum=1)
+        validation.interval("fourier_scale", self.fourier_scale, 0, math.inf, (False, True))
         super().__post_init__()
 
     @property

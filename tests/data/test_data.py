@@ -377,8 +377,8 @@ def test_files_need_a_data_dir(dataset, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (dict(image_size=0), "data.image_size must be a positive int"),
-        (dict(image_size=-8), "data.image_size must be a positive int"),
+        (dict(image_size=0), "data.image_size must be an integer >= 1, got 0"),
+        (dict(image_size=-8), "data.image_size must be an integer >= 1, got -8"),
         (dict(num_channels=3), r"data.num_channels must be one of \[1\] for 'digits'"),
         (dict(eval_split="validation"), r"data.eval_split must be one of \['train', 'test'\]"),
     ],
