@@ -53,65 +53,112 @@ Each folder is one layer. A module imports its own layer and the layers below, n
 
 The library takes objects, never a config: it imports no ml_collections, TensorFlow, orbax or
 clu. This module re-exports the library, plus ``get_sampler`` from
-``sde_jax.experiment.build`` (a config's sampling section to a sampler).
+``sde_jax.experiment.build`` (a config's sampling section to a sampler). It imports them on
+first use, so ``import sde_jax`` (and ``sde-jax --help``) does not start JAX.
 """
+
+import importlib as _importlib
+from typing import TYPE_CHECKING
 
 from sde_jax import runtime as _runtime
 
 _runtime.apply_xla_cpu_workarounds()
 
-from sde_jax import (  # noqa: E402
-    adjoint,
-    controllable,
-    grids,
-    likelihood,
-    losses,
-    ode,
-    predictions,
-    sampling,
-    steppers,
-)
-from sde_jax.experiment.build import get_sampler  # noqa: E402
-from sde_jax.likelihood import bits_per_dim, log_likelihood  # noqa: E402
-from sde_jax.losses import get_loss_fn  # noqa: E402
-from sde_jax.sampling import SampleOutput  # noqa: E402
-from sde_jax.sdes import (  # noqa: E402
-    EDMSDE,
-    SDE,
-    VESDE,
-    VPSDE,
-    CosineVPSDE,
-    ScoreFn,
-    SubVPSDE,
-    probability_flow_drift,
-    reverse_drift,
-)
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "EDMSDE",
-    "SDE",
-    "VESDE",
-    "VPSDE",
-    "CosineVPSDE",
-    "SampleOutput",
-    "ScoreFn",
-    "SubVPSDE",
-    "__version__",
+# Imported on first use (PEP 562): JAX starts when a name below is first looked up.
+_SUBMODULES = (
     "adjoint",
-    "bits_per_dim",
     "controllable",
-    "get_loss_fn",
-    "get_sampler",
     "grids",
     "likelihood",
-    "log_likelihood",
     "losses",
     "ode",
     "predictions",
-    "probability_flow_drift",
-    "reverse_drift",
     "sampling",
     "steppers",
-]
+)
+# Reachable as attributes too (``sde_jax.models``), though not re-exported by ``import *``.
+_OTHER_SUBMODULES = (
+    "apps",
+    "array_types",
+    "classifier",
+    "compat",
+    "data",
+    "evaluation",
+    "experiment",
+    "images",
+    "models",
+    "sdes",
+    "sharding",
+    "tableaux",
+    "training",
+    "validation",
+)
+_NAMES = {
+    "get_sampler": "sde_jax.experiment.build",
+    "bits_per_dim": "sde_jax.likelihood",
+    "log_likelihood": "sde_jax.likelihood",
+    "get_loss_fn": "sde_jax.losses",
+    "SampleOutput": "sde_jax.sampling",
+    **{
+        name: "sde_jax.sdes"
+        for name in (
+            "EDMSDE",
+            "SDE",
+            "VESDE",
+            "VPSDE",
+            "CosineVPSDE",
+            "ScoreFn",
+            "SubVPSDE",
+            "probability_flow_drift",
+            "reverse_drift",
+        )
+    },
+}
+
+__version__ = "0.1.0"
+
+__all__ = sorted([*_SUBMODULES, *_NAMES, "__version__"])
+
+
+def __getattr__(name: str):
+    """Imports a public submodule or name on first use (PEP 562)."""
+    if name in _SUBMODULES or name in _OTHER_SUBMODULES:
+        return _importlib.import_module(f"sde_jax.{name}")
+    if name in _NAMES:
+        value = getattr(_importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sde_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from sde_jax import (
+        adjoint,
+        controllable,
+        grids,
+        likelihood,
+        losses,
+        ode,
+        predictions,
+        sampling,
+        steppers,
+    )
+    from sde_jax.experiment.build import get_sampler
+    from sde_jax.likelihood import bits_per_dim, log_likelihood
+    from sde_jax.losses import get_loss_fn
+    from sde_jax.sampling import SampleOutput
+    from sde_jax.sdes import (
+        EDMSDE,
+        SDE,
+        VESDE,
+        VPSDE,
+        CosineVPSDE,
+        ScoreFn,
+        SubVPSDE,
+        probability_flow_drift,
+        reverse_drift,
+    )

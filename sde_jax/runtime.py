@@ -9,22 +9,28 @@ accelerators need no such wait, and waiting there would only cost throughput, so
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import jax
+if TYPE_CHECKING:
+    import jax
 
 T = TypeVar("T")
 
 
 def must_block_each_step(devices: list[jax.Device] | None = None) -> bool:
     """True when ``devices`` (default: all) are several CPU devices, where steps must block."""
+    import jax
+
     devices = jax.devices() if devices is None else devices
     return len(devices) > 1 and all(d.platform == "cpu" for d in devices)
 
 
 def block_if_needed(tree: T, block: bool) -> T:
     """Waits for ``tree``'s arrays when ``block`` is true; returns ``tree`` either way."""
+    import jax
+
     return jax.block_until_ready(tree) if block else tree
 
 
@@ -38,15 +44,13 @@ _YNN_WORKAROUND = "--xla_cpu_experimental_ynn_fusion_type="
 def apply_xla_cpu_workarounds() -> bool:
     """Adds the YNNPACK-fusion workaround to ``XLA_FLAGS`` for the affected jaxlib (0.10.x).
 
-    Takes effect only if JAX's backends are not initialized yet (sde_jax calls it on import).
-    Returns whether the flag is now set.
+    Takes effect only if JAX's backends are not initialized yet (sde_jax calls it on import,
+    before importing JAX). Returns whether the flag is now set.
     """
-    import jaxlib
-
     flags = os.environ.get("XLA_FLAGS", "")
     if _YNN_WORKAROUND in flags:
         return True
-    if not jaxlib.__version__.startswith("0.10."):
+    if not importlib.metadata.version("jaxlib").startswith("0.10."):
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {_YNN_WORKAROUND}".strip()
     return True

@@ -1,11 +1,17 @@
 """The ``sde-jax`` command line: ``sde-jax COMMAND --config=... --workdir=...``.
 
 The CLI only parses arguments and calls library functions. Each command is one entry of
-``COMMANDS``; ``sde-jax COMMAND --help`` lists its flags. Config values can be overridden on
-the command line: ``--config.training.batch_size=64``.
+``COMMANDS`` with its own flags (``sde-jax COMMAND --help`` lists them); config values can be
+overridden on the command line: ``--config.training.batch_size=64``.
+
+Arguments are parsed and checked before JAX, TensorFlow or the package's heavy modules are
+imported, so ``--help`` and a mistyped path answer at once and create nothing. Third-party
+INFO logs (orbax, absl, TensorFlow, XLA) are hidden unless ``--verbosity`` is given; the
+package's own lines and warnings of any origin stay.
 """
 
 import ast
+import logging as std_logging
 import os
 import signal
 import sys
@@ -13,72 +19,29 @@ import threading
 from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-import sde_jax
+from sde_jax.apps.command_flags import Command, command_help
 
+# absl's own flags (--verbosity and the logging flags) stay in the global FlagValues; each
+# command's flags live in a FlagValues of their own (sde_jax.apps.command_flags).
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/...).")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.DEFINE_integer("num_samples", 64, "sample: number of images to draw.")
-flags.DEFINE_string("output", None, "sample: .npz path (default: WORKDIR/samples/final.npz).")
-flags.DEFINE_integer("step", None, "sample, eval: checkpoint step (default: the newest).")
-flags.DEFINE_string("inception", None, "fid-stats: Inception .npz (default: eval.inception_path).")
-flags.DEFINE_string(
-    "split",
-    None,
-    "fid-stats: data split (default: data.train_split); inpaint, colorize,"
-    " interpolate: (default: data.eval_split).",
-)
-flags.DEFINE_integer("max_examples", None, "fid-stats: use only the first N examples of the split.")
-flags.DEFINE_string("source", None, "convert-inception: classify_image_graph_def.pb to convert.")
-flags.DEFINE_bool("verify", True, "convert-inception: compare with the graph run in TensorFlow.")
-flags.DEFINE_integer("num_images", 16, "inpaint/colorize: images to condition on.")
-flags.DEFINE_enum("mask", "half", ["half", "center", "random"], "inpaint: the region to fill.")
-flags.DEFINE_enum(
-    "conditioning",
-    "replacement",
-    ["replacement", "reconstruction"],
-    "inpaint: the paper's replacement, or replacement plus reconstruction guidance.",
-)
-flags.DEFINE_string("image_dir", None, "inpaint/colorize/interpolate: read a folder instead.")
-flags.DEFINE_integer("num_pairs", 4, "interpolate: pairs of images to interpolate between.")
-flags.DEFINE_integer("num_points", 8, "interpolate: points along each path, ends included.")
-flags.DEFINE_string(
-    "class", None, "sample: class(es) to draw, '3' or '0,3,7' (guided; see --guidance_scale)."
-)
-flags.DEFINE_float(
-    "guidance_scale",
-    1.0,
-    "sample --class: classifier-free weight w ((1 + w) s(x, t, y) - w s(x, t, null)) for a "
-    "class-conditional model; classifier guidance scale lambda otherwise (1: the paper's).",
-)
-flags.DEFINE_string(
-    "classifier_workdir", None, "sample --class: the noise-conditional classifier's workdir."
-)
-config_flags.DEFINE_config_file(
-    "classifier_config", None, "sample --class: the classifier's config (configs/classifier/...)."
-)
-flags.DEFINE_bool("debug", False, "Show the full traceback of an error instead of one line.")
-flags.DEFINE_bool("multihost", False, "Join a multi-process job with jax.distributed.")
-flags.DEFINE_string("coordinator_address", None, "multihost: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "multihost: number of processes.")
-flags.DEFINE_integer("process_id", None, "multihost: this process's index.")
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setup() -> None:
-    """Distributed initialization and logging, common to the commands that run models."""
+def _setup(fv: flags.FlagValues) -> None:
+    """Distributed initialization, common to the commands that run models."""
     import jax
 
-    if FLAGS.multihost:
+    if fv.multihost:
         # CPU collectives across processes (used only by CPU devices; harmless on GPU/TPU).
         # Not conditioned on jax.default_backend(): asking it would initialize the backends,
         # after which jax.distributed.initialize refuses to run.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
-            coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes,
-            process_id=FLAGS.process_id,
+            coordinator_address=fv.coordinator_address,
+            num_processes=fv.num_processes,
+            process_id=fv.process_id,
         )
     logging.info(
         "JAX process %d/%d, %d local / %d global devices.",
@@ -89,18 +52,34 @@ def _setup() -> None:
     )
 
 
-def _require(*names: str) -> None:
-    missing = [f"--{n}" for n in names if getattr(FLAGS, n) is None]
-    if missing:
-        raise app.UsageError(f"missing required flag(s): {', '.join(missing)}")
+def _is_main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
 
 
-def _info(argv: Sequence[str]) -> None:
+def _report(*lines: str) -> None:
+    """Prints what a command wrote and its headline figure (process 0 only)."""
+    if _is_main_process():
+        print("\n".join(lines), flush=True)
+
+
+def _npz_summary(path: str, array: str) -> str:
+    """``'N images, checkpoint step S, NFE n'`` read back from a written ``.npz``."""
+    import numpy as np
+
+    with np.load(path) as f:
+        return f"{len(f[array])} images, checkpoint step {int(f['step'])}, NFE {int(f['nfe'])}"
+
+
+def _info(fv: flags.FlagValues) -> None:
     """Prints the versions of sde_jax and its main dependencies, and the visible devices."""
-    del argv
+    del fv
     import flax
     import jax
     import optax
+
+    import sde_jax
 
     print(f"sde_jax {sde_jax.__version__}")
     print(f"jax {jax.__version__}, flax {flax.__version__}, optax {optax.__version__}")
@@ -109,26 +88,32 @@ def _info(argv: Sequence[str]) -> None:
         print(f"  {device}")
 
 
-def _train(argv: Sequence[str]) -> None:
+def _train(fv: flags.FlagValues) -> None:
     """Trains a score model (resuming from WORKDIR's newest checkpoint), then reports it."""
-    del argv
-    _require("config", "workdir")
-    _setup()
+    _setup(fv)
     from sde_jax.training import loop
 
-    state = loop.train(FLAGS.config, FLAGS.workdir)
-    if FLAGS.config.eval.enable_bpd:
-        if int(state.step) < FLAGS.config.training.n_iters:  # stopped by SIGTERM
-            logging.warning("Training stopped at step %d: no final bits/dim.", int(state.step))
+    config, workdir = fv.config, fv.workdir
+    state = loop.train(config, workdir)
+    step = int(state.step)
+    _report(
+        f"trained to step {step}/{config.training.n_iters} in {workdir}:",
+        f"  checkpoints   {os.path.join(workdir, 'checkpoints')} (and checkpoints-meta)",
+        f"  metrics       tensorboard --logdir {os.path.join(workdir, 'tensorboard')}",
+        f"  sample grids  {os.path.join(workdir, 'samples', 'step_*.png')}",
+    )
+    if config.eval.enable_bpd:
+        if step < config.training.n_iters:  # stopped by SIGTERM
+            logging.warning("Training stopped at step %d: no final bits/dim.", step)
             return
-        _final_bits_per_dim()
+        _final_bits_per_dim(fv)
 
 
 class _Terminated(Exception):
     """SIGTERM arrived during the final bits/dim."""
 
 
-def _final_bits_per_dim() -> None:
+def _final_bits_per_dim(fv: flags.FlagValues) -> None:
     """``train``'s held-out bits/dim: resumable, cached like ``eval``'s, stopped by SIGTERM.
 
     SIGTERM stops it after the unit in progress (saved, so a rerun resumes it) and exits 0,
@@ -137,6 +122,7 @@ def _final_bits_per_dim() -> None:
     from sde_jax import evaluation
 
     terminated = threading.Event()
+    eval_dir = os.path.join(fv.workdir, "eval")
 
     def on_unit(batch_index: int, repeat: int) -> None:
         if terminated.is_set():
@@ -144,189 +130,306 @@ def _final_bits_per_dim() -> None:
 
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
     try:
-        row = evaluation.final_bits_per_dim(FLAGS.config, FLAGS.workdir, on_unit=on_unit)
+        row = evaluation.final_bits_per_dim(fv.config, fv.workdir, on_unit=on_unit)
     except _Terminated as e:
         logging.warning("SIGTERM: stopped the final bits/dim after %s; progress saved.", e)
         print(
-            f"SIGTERM: final bits/dim stopped after {e} (progress saved under "
-            f"{os.path.join(FLAGS.workdir, 'eval')}); rerun the same command to resume it."
+            f"SIGTERM: final bits/dim stopped after {e} (progress saved under {eval_dir}); "
+            "rerun the same command to resume it."
         )
         return
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"held-out bits/dim: {row['bpd']:.4f} +- {row['bpd_stderr'] or float('nan'):.4f}")
+    _report(
+        f"held-out bits/dim: {row['bpd']:.4f} +- {row['bpd_stderr'] or float('nan'):.4f} "
+        f"(step {row['step']}; in {os.path.join(eval_dir, 'results.json')})"
+    )
 
 
-def _sample(argv: Sequence[str]) -> None:
+def _sample(fv: flags.FlagValues) -> None:
     """Draws --num_samples images with the EMA weights of a checkpoint: .npz and PNG grid."""
-    del argv
-    _require("config", "workdir")
-    _setup()
-    if FLAGS["class"].value is not None:
-        _sample_classes()
+    _setup(fv)
+    if fv["class"].value is not None:
+        _sample_classes(fv)
         return
-    from sde_jax.apps import sample
+    from sde_jax.apps import sample, writers
 
-    output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", "final.npz")
-    sample.sample_to_files(FLAGS.config, FLAGS.workdir, FLAGS.num_samples, output, FLAGS.step)
+    output = fv.output or os.path.join(fv.workdir, "samples", "final.npz")
+    sample.sample_to_files(fv.config, fv.workdir, fv.num_samples, output, fv.step)
+    npz = writers.npz_path(output)
+    _report(f"wrote {npz} and {writers.png_path(output)}: {_npz_summary(npz, 'samples')}")
 
 
-def _eval(argv: Sequence[str]) -> None:
+def _eval(fv: flags.FlagValues) -> None:
     """Evaluates checkpoints: bits/dim, eval loss, samples, FID/IS/KID (resumable)."""
-    del argv
-    _require("config", "workdir")
-    _setup()
+    _setup(fv)
     from sde_jax import evaluation
 
-    for row in evaluation.evaluate(FLAGS.config, FLAGS.workdir, step=FLAGS.step):
-        print(evaluation.format_row(row))
+    rows = evaluation.evaluate(fv.config, fv.workdir, step=fv.step)
+    eval_dir = os.path.join(fv.workdir, "eval")
+    lines = [evaluation.format_row(row) for row in rows]
+    steps = ", ".join(os.path.basename(evaluation.step_dir(fv.workdir, r["step"])) for r in rows)
+    lines.append(f"results in {os.path.join(eval_dir, 'results.json')} (details: {steps})")
+    _report(*lines)
 
 
-def _sample_classes() -> None:
+def _sample_classes(fv: flags.FlagValues) -> None:
     """``sample --class``: classifier-free guidance, or classifier guidance with a classifier."""
-    from sde_jax.apps import class_samples
+    from sde_jax.apps import class_samples, writers
 
     try:
-        classes = class_samples.parse_classes(FLAGS["class"].value)
+        classes = class_samples.parse_classes(fv["class"].value)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    if (FLAGS.classifier_workdir is None) != (FLAGS.classifier_config is None):
-        raise app.UsageError("--classifier_workdir and --classifier_config go together.")
-    name = "class_" + "-".join(map(str, classes))
-    output = FLAGS.output or os.path.join(FLAGS.workdir, "samples", f"{name}.npz")
+        raise UserError(str(e)) from e
+    output = fv.output or os.path.join(
+        fv.workdir, "samples", "class_" + "-".join(map(str, classes)) + ".npz"
+    )
     class_samples.sample_classes_to_files(
-        FLAGS.config,
-        FLAGS.workdir,
+        fv.config,
+        fv.workdir,
         output,
         classes,
-        FLAGS.num_samples,
-        FLAGS.guidance_scale,
-        classifier_config=FLAGS.classifier_config,
-        classifier_workdir=FLAGS.classifier_workdir,
-        step=FLAGS.step,
+        fv.num_samples,
+        fv.guidance_scale,
+        classifier_config=fv.classifier_config,
+        classifier_workdir=fv.classifier_workdir,
+        step=fv.step,
+    )
+    npz = writers.npz_path(output)
+    _report(
+        f"wrote {npz}, {writers.png_path(output)} and {writers.png_path(output, '_class<k>')} "
+        f"for each class: {_npz_summary(npz, 'samples')}"
     )
 
 
-def _fid_stats(argv: Sequence[str]) -> None:
+def _fid_stats(fv: flags.FlagValues) -> None:
     """Computes FID/KID reference statistics of a data split (Inception pool3 features)."""
-    del argv
-    _require("config")
-    _setup()
+    config = fv.config
+    output = fv.output or config.eval.reference_stats
+    if output is None:
+        raise UserError("missing --output (or set --config.eval.reference_stats)")
+    _setup(fv)
     from sde_jax.evaluation import fid_stats
 
-    config = FLAGS.config
-    output = FLAGS.output or config.eval.reference_stats
-    if output is None:
-        raise app.UsageError("missing --output (or set --config.eval.reference_stats)")
-    fid_stats.write_reference_stats(
+    stats = fid_stats.write_reference_stats(
         config.data,
-        FLAGS.inception or config.eval.inception_path,
+        fv.inception or config.eval.inception_path,
         output,
         config.eval.batch_size,
-        split=FLAGS.split,
-        max_examples=FLAGS.max_examples,
+        split=fv.split,
+        max_examples=fv.max_examples,
     )
+    _report(f"wrote {output}: reference statistics of {stats.num_examples} images")
 
 
-def _convert_inception(argv: Sequence[str]) -> None:
+def _convert_inception(fv: flags.FlagValues) -> None:
     """Converts the 2015 Inception graph (classify_image_graph_def.pb) to our .npz weights."""
-    del argv
-    _require("source", "output")
     from sde_jax.evaluation import inception_graph
 
-    diffs = inception_graph.convert(FLAGS.source, FLAGS.output, verify=FLAGS.verify)
-    print(f"wrote {FLAGS.output}")
+    diffs = inception_graph.convert(fv.source, fv.output, verify=fv.verify)
+    print(f"wrote {fv.output}")
     if diffs is not None:
         print(f"max difference from the TensorFlow graph: {diffs}")
 
 
-def _controllable_output(name: str) -> str:
-    return FLAGS.output or os.path.join(FLAGS.workdir, "controllable", f"{name}.npz")
+def _controllable_output(fv: flags.FlagValues, name: str) -> str:
+    return fv.output or os.path.join(fv.workdir, "controllable", f"{name}.npz")
 
 
-def _inpaint(argv: Sequence[str]) -> None:
+def _report_controllable(output: str, array: str) -> None:
+    from sde_jax.apps import writers
+
+    npz = writers.npz_path(output)
+    _report(f"wrote {npz} and {writers.png_path(output)}: {_npz_summary(npz, array)}")
+
+
+def _inpaint(fv: flags.FlagValues) -> None:
     """Inpaints images of a split or --image_dir under --mask: .npz and PNG grid."""
-    del argv
-    _require("config", "workdir")
-    _setup()
+    _setup(fv)
     from sde_jax.apps import controllable_files as files
 
+    output = _controllable_output(fv, f"inpaint_{fv.mask}")
     files.inpaint_to_files(
-        FLAGS.config,
-        FLAGS.workdir,
-        _controllable_output(f"inpaint_{FLAGS.mask}"),
-        num_images=FLAGS.num_images,
-        mask=FLAGS.mask,
-        method=FLAGS.conditioning,
-        split=FLAGS.split,
-        image_dir=FLAGS.image_dir,
-        step=FLAGS.step,
+        fv.config,
+        fv.workdir,
+        output,
+        num_images=fv.num_images,
+        mask=fv.mask,
+        method=fv.conditioning,
+        split=fv.split,
+        image_dir=fv.image_dir,
+        step=fv.step,
     )
+    _report_controllable(output, "inpainted")
 
 
-def _colorize(argv: Sequence[str]) -> None:
+def _colorize(fv: flags.FlagValues) -> None:
     """Colorizes gray versions of images of a split or --image_dir: .npz and PNG grid."""
-    del argv
-    _require("config", "workdir")
-    _setup()
+    _setup(fv)
     from sde_jax.apps import controllable_files as files
 
+    output = _controllable_output(fv, "colorize")
     files.colorize_to_files(
-        FLAGS.config,
-        FLAGS.workdir,
-        _controllable_output("colorize"),
-        num_images=FLAGS.num_images,
-        split=FLAGS.split,
-        image_dir=FLAGS.image_dir,
-        step=FLAGS.step,
+        fv.config,
+        fv.workdir,
+        output,
+        num_images=fv.num_images,
+        split=fv.split,
+        image_dir=fv.image_dir,
+        step=fv.step,
     )
+    _report_controllable(output, "colorized")
 
 
-def _interpolate(argv: Sequence[str]) -> None:
+def _interpolate(fv: flags.FlagValues) -> None:
     """Interpolates between pairs of images in the probability-flow latent space: PNG grid."""
-    del argv
-    _require("config", "workdir")
-    _setup()
+    _setup(fv)
     from sde_jax.apps import controllable_files as files
 
+    output = _controllable_output(fv, "interpolate")
     files.interpolate_to_files(
-        FLAGS.config,
-        FLAGS.workdir,
-        _controllable_output("interpolate"),
-        num_pairs=FLAGS.num_pairs,
-        num_points=FLAGS.num_points,
-        split=FLAGS.split,
-        image_dir=FLAGS.image_dir,
-        step=FLAGS.step,
+        fv.config,
+        fv.workdir,
+        output,
+        num_pairs=fv.num_pairs,
+        num_points=fv.num_points,
+        split=fv.split,
+        image_dir=fv.image_dir,
+        step=fv.step,
     )
+    _report_controllable(output, "path")
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
-    "train": _train,
-    "sample": _sample,
-    "eval": _eval,
-    "inpaint": _inpaint,
-    "colorize": _colorize,
-    "interpolate": _interpolate,
-    "info": _info,
-    "fid-stats": _fid_stats,
-    "convert-inception": _convert_inception,
+_SOURCE = ("split", "Data split (default: data.eval_split)."), "image_dir", "step"
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command(
+            "train",
+            _train,
+            "Train a score model (resumes from WORKDIR), then report held-out bits/dim.",
+            ("config", ("workdir", "The run's directory (created if missing).")),
+            required=("config", "workdir"),
+        ),
+        Command(
+            "sample",
+            _sample,
+            "Draw images with a checkpoint's EMA weights: .npz and PNG grid.",
+            (
+                "config",
+                ("workdir", "The trained run's directory."),
+                "num_samples",
+                ("output", ".npz path (default: WORKDIR/samples/final.npz)."),
+                "step",
+                "class",
+                "guidance_scale",
+                "classifier_workdir",
+                "classifier_config",
+            ),
+            required=("config", "workdir"),
+            checkpoints=("workdir", "classifier_workdir"),
+        ),
+        Command(
+            "eval",
+            _eval,
+            "Evaluate checkpoints: bits/dim, eval loss, samples, FID/IS/KID (resumable).",
+            ("config", ("workdir", "The trained run's directory."), "step"),
+            required=("config", "workdir"),
+            checkpoints=("workdir",),
+        ),
+        Command(
+            "inpaint",
+            _inpaint,
+            "Inpaint images of a split or --image_dir under --mask: .npz and PNG grid.",
+            (
+                "config",
+                ("workdir", "The trained run's directory."),
+                "num_images",
+                "mask",
+                "conditioning",
+                *_SOURCE,
+                ("output", ".npz path (default: WORKDIR/controllable/inpaint_MASK.npz)."),
+            ),
+            required=("config", "workdir"),
+            checkpoints=("workdir",),
+        ),
+        Command(
+            "colorize",
+            _colorize,
+            "Colorize gray versions of images of a split or --image_dir: .npz and PNG grid.",
+            (
+                "config",
+                ("workdir", "The trained run's directory."),
+                "num_images",
+                *_SOURCE,
+                ("output", ".npz path (default: WORKDIR/controllable/colorize.npz)."),
+            ),
+            required=("config", "workdir"),
+            checkpoints=("workdir",),
+        ),
+        Command(
+            "interpolate",
+            _interpolate,
+            "Interpolate between image pairs in the probability-flow latent space.",
+            (
+                "config",
+                ("workdir", "The trained run's directory."),
+                "num_pairs",
+                "num_points",
+                *_SOURCE,
+                ("output", ".npz path (default: WORKDIR/controllable/interpolate.npz)."),
+            ),
+            required=("config", "workdir"),
+            checkpoints=("workdir",),
+        ),
+        Command(
+            "info",
+            _info,
+            "Print the versions of sde_jax, JAX, Flax, optax and the visible devices.",
+            (),
+            distributed=False,
+        ),
+        Command(
+            "fid-stats",
+            _fid_stats,
+            "Compute FID/KID reference statistics of a data split (Inception pool3).",
+            (
+                "config",
+                ("output", ".npz path (default: eval.reference_stats)."),
+                "inception",
+                ("split", "Data split (default: data.train_split)."),
+                "max_examples",
+            ),
+            required=("config",),
+        ),
+        Command(
+            "convert-inception",
+            _convert_inception,
+            "Convert the 2015 Inception graph (.pb) to our .npz weights.",
+            ("source", ("output", "The .npz to write."), "verify"),
+            required=("source", "output"),
+            distributed=False,
+        ),
+    )
 }
+
+_HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort", "-?")
 
 
 def _usage() -> str:
+    width = max(map(len, COMMANDS))
     lines = [
         "usage: sde-jax COMMAND [--flags]",
         "",
         "Score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.",
         "",
         "commands:",
+        *(f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()),
+        "",
+        "Run 'sde-jax COMMAND --help' for the flags of one command.",
+        "Example: sde-jax train --config=configs/quickstart.py --workdir=runs/quickstart",
     ]
-    for name, fn in COMMANDS.items():
-        lines.append(f"  {name:<10} {(fn.__doc__ or '').strip().splitlines()[0]}")
-    lines.append("")
-    lines.append("Run 'sde-jax COMMAND --help' for the flags of one command.")
-    lines.append("Example: sde-jax train --config=configs/quickstart.py --workdir=/tmp/quickstart")
     return "\n".join(lines)
 
 
@@ -380,34 +483,112 @@ def _check_config_paths(argv: Sequence[str]) -> None:
                 raise UserError(f"{name}: no such file {path!r} (from {os.getcwd()}).")
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Parses the flags; a bad override or config file is a UserError with one line.
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether ``workdir`` holds a checkpoint step directory (bucket URLs: not checked)."""
+    if "://" in workdir:
+        return True
+    for name in ("checkpoints", "checkpoints-meta"):
+        directory = os.path.join(workdir, name)
+        if os.path.isdir(directory) and any(e.isdigit() for e in os.listdir(directory)):
+            return True
+    return False
+
+
+def _check_flags(command: Command, fv: flags.FlagValues) -> None:
+    """Required flags and the workdirs to read, before anything runs or is created."""
+    missing = [f"--{n}" for n in command.required if fv[n].value is None]
+    if missing:
+        raise UserError(f"missing required flag(s): {', '.join(missing)}")
+    for name in command.checkpoints:
+        workdir = fv[name].value
+        if workdir is None:
+            continue
+        if "://" not in workdir and not os.path.isdir(workdir):
+            raise UserError(f"--{name}: no such directory {workdir!r} (from {os.getcwd()}).")
+        if not _has_checkpoint(workdir):
+            raise UserError(
+                f"--{name}: {workdir!r} holds no checkpoint (no {workdir}/checkpoints/<step>); "
+                "train first: sde-jax train --config=... --workdir=..."
+            )
+    if "classifier_workdir" in fv and (fv.classifier_workdir is None) != (
+        fv.classifier_config is None
+    ):
+        raise UserError("--classifier_workdir and --classifier_config go together.")
+
+
+def _parse_flags(command: Command, fv: flags.FlagValues, argv: list[str]) -> list[str]:
+    """Parses absl's flags, then the command's; a bad flag or config is a one-line UserError.
 
     A misspelled override (``--config.training.n_iter=5``) raises AttributeError inside
     ml_collections; a config file that fails to load raises absl's ``flags.Error``.
     """
     _check_config_paths(argv)
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv, known_only=True)  # --verbosity and absl's other logging flags
+        rest = fv(rest)
+    except flags.UnrecognizedFlagError as e:
+        raise UserError(
+            f"--{e.flagname} is not a flag of 'sde-jax {command.name}'; its flags: "
+            f"{', '.join('--' + f for f in fv)} (sde-jax {command.name} --help)"
+        ) from e
     except flags.Error as e:
         raise UserError(_flag_error_line(e)) from e
     except (AttributeError, KeyError) as e:
         raise UserError(f"no such config key {_one_line(e)}") from e
+    if len(rest) > 1:
+        raise UserError(f"unexpected argument(s) {' '.join(rest[1:])!r}; flags are --name=value")
+    return rest
+
+
+class _OwnInfo(std_logging.Filter):
+    """Passes warnings and errors, and INFO lines of sde_jax itself and of its metric writer."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.levelno >= std_logging.WARNING:
+            return True
+        path = record.pathname
+        return path.startswith(_PACKAGE_DIR) or path.endswith(
+            os.path.join("metric_writers", "logging_writer.py")
+        )
+
+
+def _quiet_third_party_logs() -> Callable[[], None]:
+    """Hides third-party INFO logs unless --verbosity was given; returns the undo function."""
+    if FLAGS["verbosity"].present:
+        return lambda: None
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow and XLA C++: no INFO
+    handler = logging.get_absl_handler()
+    own = _OwnInfo()
+    handler.addFilter(own)
+    return lambda: handler.removeFilter(own)
 
 
 def _wants_debug(argv: Sequence[str]) -> bool:
     return any(arg in ("--debug", "--debug=true", "--debug=True", "--debug=1") for arg in argv)
 
 
-def _dispatch(command: str, command_argv: list[str]) -> None:
+def _dispatch(command: Command, command_argv: list[str]) -> None:
     """Runs one command; an error of the user's making prints one line (not with --debug)."""
+    fv = command.flag_values()
+
+    def main(argv: Sequence[str]) -> None:
+        del argv  # parsed by _parse_flags
+        _check_flags(command, fv)
+        undo = _quiet_third_party_logs()
+        try:
+            command.run(fv)
+        finally:
+            undo()
+
     try:
-        app.run(COMMANDS[command], argv=command_argv, flags_parser=_parse_flags)
+        app.run(main, argv=command_argv, flags_parser=lambda a: _parse_flags(command, fv, a))
     except (*USER_ERRORS, FloatingPointError) as e:
         if _wants_debug(command_argv):
             raise
         print(f"sde-jax: error: {_one_line(e)}", file=sys.stderr)
         raise SystemExit(1 if isinstance(e, FloatingPointError) else 2) from None
+    finally:
+        FLAGS.unparse_flags()  # a next run() in this process parses afresh
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -418,20 +599,26 @@ def run(argv: Sequence[str] | None = None) -> None:
     # an installed module (optax.py) must not shadow it.
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    if len(argv) < 2 or argv[1] in (*_HELP_FLAGS, "help"):
         print(_usage())
         return
-    command = argv[1]
-    if command not in COMMANDS:
-        print(f"sde-jax: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}.")
-        print(_usage())
+    name = argv[1]
+    if name not in COMMANDS:
+        print(
+            f"sde-jax: error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}.",
+            file=sys.stderr,
+        )
+        print(_usage(), file=sys.stderr)
         raise SystemExit(2)
-    command_argv = [f"sde-jax {command}", *argv[2:]]
+    if any(arg in _HELP_FLAGS for arg in argv[2:]):
+        print(command_help(COMMANDS[name]))
+        return
+    command_argv = [f"sde-jax {name}", *argv[2:]]
     # ml_collections finds --config.x overrides in sys.argv when it parses, so run([...]) from
     # Python must show them there too.
     saved, sys.argv = sys.argv, command_argv
     try:
-        _dispatch(command, command_argv)
+        _dispatch(COMMANDS[name], command_argv)
     finally:
         sys.argv = saved
 

@@ -38,7 +38,7 @@ def restore_ema_params(experiment: Experiment, workdir: str, step: int | None = 
     Raises:
       FileNotFoundError: if ``workdir`` has no checkpoint.
     """
-    ckpt = checkpoint.Checkpointer(workdir)
+    ckpt = checkpoint.Checkpointer(workdir, create=False)
     try:
         if ckpt.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints*; train first.")
@@ -62,7 +62,7 @@ def checkpoint_steps(
       FileNotFoundError: if ``workdir`` has no checkpoint.
       ValueError: if ``step`` is not a checkpoint, or no periodic checkpoint is in the range.
     """
-    ckpt = checkpoint.Checkpointer(workdir)
+    ckpt = checkpoint.Checkpointer(workdir, create=False)
     try:
         periodic = list(ckpt.periodic.all_steps())
         available = sorted(set(periodic) | set(ckpt.preemption.all_steps()))

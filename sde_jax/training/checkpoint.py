@@ -113,19 +113,21 @@ class Checkpointer:
     Args:
       workdir: the run's directory (local path or bucket URL).
       max_to_keep: periodic checkpoints kept; None keeps all.
+      create: whether to create the checkpoint directories (the trainer does; readers pass
+        False, so that a mistyped workdir creates nothing).
     """
 
-    def __init__(self, workdir: str, max_to_keep: int | None = None):
+    def __init__(self, workdir: str, max_to_keep: int | None = None, *, create: bool = True):
         if "://" not in workdir:  # orbax needs absolute local paths; bucket URLs stay as given
             workdir = os.path.abspath(workdir)
         self.workdir = workdir
         self.periodic = ocp.CheckpointManager(
             os.path.join(workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
         )
         self.preemption = ocp.CheckpointManager(
             os.path.join(workdir, "checkpoints-meta"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create),
         )
 
     def latest_step(self) -> int | None:

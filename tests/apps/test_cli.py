@@ -18,8 +18,8 @@ def test_unknown_command_names_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.run(["sde-jax", "trian"])
     assert exit_.value.code == 2
-    out = capsys.readouterr().out
-    assert "'trian'" in out and "info" in out
+    err = capsys.readouterr().err
+    assert "'trian'" in err and "info" in err
 
 
 def test_console_script_info_runs():
