@@ -13,7 +13,6 @@ reads, but does not evaluate, their batches).
 
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from sde_jax import likelihood, sharding
+from sde_jax import likelihood, progress, sharding
 from sde_jax.array_types import Key, ScoreFn
 from sde_jax.evaluation import store
 from sde_jax.sdes import SDE
@@ -31,7 +30,7 @@ from sde_jax.sdes import SDE
 UnitCallback = Callable[[int, int], None]
 
 
-class _Progress:
+class _Results:
     """Per-unit results in unit order (unit ``u`` = batch ``u // R``, repeat ``u % R``)."""
 
     def __init__(self, path: str | None, key_data: np.ndarray, num_repeats: int, batch: int):
@@ -100,7 +99,8 @@ def _compiled(sde, score_of, mesh, data_range, num_levels, likelihood_items):
         )
         return bpd, nfe, success, mask
 
-    return jax.jit(evaluate, out_shardings=sharding.replicated(mesh))
+    jitted = jax.jit(evaluate, out_shardings=sharding.replicated(mesh))
+    return progress.announce_first_call(jitted, "Compiling the bits/dim function...")
 
 
 def sharded_bits_per_dim(
@@ -132,7 +132,7 @@ def sharded_bits_per_dim(
       mesh: the device mesh; the global batch (local batch times hosts) must split evenly
         over its devices.
       num_repeats: R, dequantization repeats per example.
-      num_batches: the number of batches, for progress messages only.
+      num_batches: the number of batches, for the progress display only (its total and ETA).
       data_range: the interval the model's data are scaled to, (0, 1) or (-1, 1).
       num_levels: levels of the integer data (256).
       progress_path: ``.npz`` file holding the results of finished units; None keeps
@@ -155,58 +155,52 @@ def sharded_bits_per_dim(
         sde, score_of, mesh, tuple(data_range), num_levels, tuple(sorted(likelihood_kwargs.items()))
     )
     key_data = np.asarray(jax.random.key_data(key))
-    progress = None
-    first_done, timed_units = None, 0  # the rate leaves out the first unit (compilation)
-    for index, batch in enumerate(batches):
-        images = likelihood.check_images(batch["image"], index, num_levels)
-        global_size = images.shape[0] * jax.process_count()
-        if progress is None:
-            sharding.check_batch_size(global_size, mesh, "the global eval batch size")
-            progress = _Progress(progress_path, key_data, num_repeats, global_size)
-        if (index + 1) * num_repeats <= progress.units:
-            continue  # finished before an interruption: read, not evaluated
-        inputs = sharding.global_batch({"image": images, "mask": batch["mask"]}, batch_sharding)
-        for r in range(num_repeats):
-            if index * num_repeats + r < progress.units:
-                continue
-            subkey = jax.random.fold_in(jax.random.fold_in(key, index), r)
-            subkey_data = sharding.global_batch(
-                {"key": np.asarray(jax.random.key_data(subkey))}, replicated
-            )["key"]
-            bpd, nfe, success, mask = evaluate(params, subkey_data, inputs["image"], inputs["mask"])
-            likelihood.check_success(success, index, r)
-            progress.add(np.asarray(bpd), np.asarray(mask), int(nfe))
-            if first_done is None:
-                first_done = time.monotonic()
-            else:
-                timed_units += 1
-            _log_progress(
-                progress, index, r, num_batches, timed_units, time.monotonic() - first_done
-            )
-            if on_unit is not None:
-                on_unit(index, r)
-    if progress is None or progress.units == 0:
+    results, bar = None, None
+    try:
+        for index, batch in enumerate(batches):
+            images = likelihood.check_images(batch["image"], index, num_levels)
+            global_size = images.shape[0] * jax.process_count()
+            if results is None:
+                sharding.check_batch_size(global_size, mesh, "the global eval batch size")
+                results = _Results(progress_path, key_data, num_repeats, global_size)
+                bar = _progress_bar(results.units, num_batches, num_repeats)
+            if (index + 1) * num_repeats <= results.units:
+                continue  # finished before an interruption: read, not evaluated
+            inputs = sharding.global_batch({"image": images, "mask": batch["mask"]}, batch_sharding)
+            for r in range(num_repeats):
+                if index * num_repeats + r < results.units:
+                    continue
+                subkey = jax.random.fold_in(jax.random.fold_in(key, index), r)
+                subkey_data = sharding.global_batch(
+                    {"key": np.asarray(jax.random.key_data(subkey))}, replicated
+                )["key"]
+                bpd, nfe, success, mask = evaluate(
+                    params, subkey_data, inputs["image"], inputs["mask"]
+                )
+                likelihood.check_success(success, index, r)
+                results.add(np.asarray(bpd), np.asarray(mask), int(nfe))
+                bar.update(results.units, _note(results, index, r, num_batches))
+                if on_unit is not None:
+                    on_unit(index, r)
+    finally:
+        if bar is not None:
+            bar.close()
+    if results is None or results.units == 0:
         raise ValueError("batches is empty: no images to evaluate.")
-    return likelihood.summarize_bits_per_dim(progress.per_example(), progress.nfe)
+    return likelihood.summarize_bits_per_dim(results.per_example(), results.nfe)
 
 
-def _log_progress(progress, index, repeat, num_batches, timed_units, elapsed) -> None:
-    """Logs the running mean; the time per unit and ETA once a unit after the first is done."""
-    values = np.concatenate([b[m] for b, m in zip(progress.bpd, progress.mask, strict=True)])
-    eta, per_unit = "", elapsed / max(timed_units, 1)
-    if num_batches and timed_units:
-        left = num_batches * progress.num_repeats - progress.units
-        eta = f", ETA {left * per_unit / 60:.1f} min"
-    logging.info(
-        "bits/dim: batch %d/%s repeat %d/%d, running mean %.4f over %d evaluations "
-        "(nfe %d, %.2f s per batch and repeat%s)",
-        index + 1,
-        num_batches or "?",
-        repeat + 1,
-        progress.num_repeats,
-        float(values.mean()) if values.size else math.nan,
-        values.size,
-        progress.nfe[-1],
-        per_unit,
-        eta,
+def _progress_bar(done: int, num_batches: int | None, num_repeats: int) -> progress.Progress:
+    """The progress over (batch, repeat) units, the ``done`` ones of an earlier run counted."""
+    total = None if not num_batches else max(num_batches * num_repeats, done)
+    return progress.Progress("bits/dim", total, unit="unit", initial=done)
+
+
+def _note(results: _Results, index: int, repeat: int, num_batches: int | None) -> str:
+    """Where the loop is, and the running mean so far (shown beside the progress)."""
+    values = np.concatenate([b[m] for b, m in zip(results.bpd, results.mask, strict=True)])
+    mean = float(values.mean()) if values.size else math.nan
+    return (
+        f"batch {index + 1}/{num_batches or '?'} repeat {repeat + 1}/{results.num_repeats}, "
+        f"running mean {mean:.4f} over {values.size} (nfe {results.nfe[-1]})"
     )

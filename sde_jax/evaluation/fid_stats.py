@@ -7,7 +7,6 @@ reference code does); their pool3 features become a
 :class:`sde_jax.evaluation.metrics.ReferenceStats` file.
 """
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,10 +14,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from sde_jax import data
+from sde_jax import data, progress
 from sde_jax.evaluation import inception, metrics
-
-_LOG_EVERY_S = 30.0
 
 
 def dataset_features(
@@ -50,27 +47,25 @@ def dataset_features(
     batches = data.eval_iterator(
         data_config, batch_size, split=split, raw_uint8=True, shard_index=0, num_shards=1
     )
+    total = data.num_eval_batches(data_config, batch_size, split=split, num_shards=1)
+    if max_examples is not None:
+        total = min(total, -(-max_examples // batch_size))
     pool3, logits, done = [], [], 0
-    start = last_log = time.monotonic()
-    for batch in batches:
-        features, batch_logits = feature_fn(batch["image"])
-        keep = np.asarray(batch["mask"])
-        if max_examples is not None:
-            keep &= np.arange(len(keep)) < max_examples - done
-        pool3.append(np.asarray(features, np.float32)[keep])
-        logits.append(np.asarray(batch_logits, np.float32)[keep])
-        done += int(keep.sum())
-        now = time.monotonic()
-        if now - last_log > _LOG_EVERY_S:
-            last_log = now
-            logging.info(
-                "Inception features: %d images, %.1f images/s.", done, done / (now - start)
-            )
-        if max_examples is not None and done >= max_examples:
-            break
+    with progress.Progress("Inception features", max(total, 1), unit="batch") as bar:
+        for batch in batches:
+            features, batch_logits = feature_fn(batch["image"])
+            keep = np.asarray(batch["mask"])
+            if max_examples is not None:
+                keep &= np.arange(len(keep)) < max_examples - done
+            pool3.append(np.asarray(features, np.float32)[keep])
+            logits.append(np.asarray(batch_logits, np.float32)[keep])
+            done += int(keep.sum())
+            bar.update(len(pool3), f"{done} images")
+            if max_examples is not None and done >= max_examples:
+                break
     if done == 0:
         raise ValueError(f"split {split!r} of {data_config['dataset']!r} yielded no images.")
-    logging.info("Inception features of %d images in %.1f s.", done, time.monotonic() - start)
+    logging.info("Inception features of %d images.", done)
     return np.concatenate(pool3), np.concatenate(logits)
 
 
@@ -106,7 +101,10 @@ def write_reference_stats(
     """
     params = inception.load_params(inception_path)
     split = data_config["train_split"] if split is None else split
-    feature_fn = inception.jit_feature_fn(inception.make_feature_fn(params))
+    feature_fn = progress.announce_first_call(
+        inception.jit_feature_fn(inception.make_feature_fn(params)),
+        "Compiling the Inception network...",
+    )
     pool3, logits = dataset_features(data_config, feature_fn, batch_size, split, max_examples)
     stats = metrics.compute_stats(pool3)
     if jax.process_index() == 0:

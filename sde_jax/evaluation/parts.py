@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sde_jax import data, images, likelihood, sharding
+from sde_jax import data, images, likelihood, progress, sharding
 from sde_jax.evaluation import bpd as bpd_lib
 from sde_jax.evaluation import inception, store
 from sde_jax.experiment import build
@@ -102,7 +102,8 @@ def _loss_fn(experiment: Experiment):
         per_example = experiment.loss_fn(key, experiment.score_fn(params), images_).per_example
         return jnp.sum(jnp.where(mask, per_example, 0.0)), jnp.sum(mask)
 
-    return jax.jit(batch_loss, out_shardings=sharding.replicated(experiment.mesh))
+    jitted = jax.jit(batch_loss, out_shardings=sharding.replicated(experiment.mesh))
+    return progress.announce_first_call(jitted, "Compiling the eval loss...")
 
 
 def eval_loss(experiment: Experiment, params: Any, batches, key) -> float:
@@ -227,12 +228,16 @@ def _draw_fn(experiment: Experiment):
         pixels = images.to_uint8(out.x, config.data.centered)
         return pixels, out.nfe, jnp.sum(~jnp.isfinite(out.x))
 
-    return jax.jit(draw, out_shardings=sharding.replicated(mesh))
+    jitted = jax.jit(draw, out_shardings=sharding.replicated(mesh))
+    return progress.announce_first_call(jitted, "Compiling the sampler of the eval samples...")
 
 
 def sharded_feature_fn(feature_fn: Callable, mesh) -> Callable[[np.ndarray], tuple]:
     """Runs ``feature_fn`` on a global batch (the same numpy array on every host), sharded."""
-    jitted = inception.jit_feature_fn(feature_fn, out_shardings=sharding.replicated(mesh))
+    jitted = progress.announce_first_call(
+        inception.jit_feature_fn(feature_fn, out_shardings=sharding.replicated(mesh)),
+        "Compiling the Inception network...",
+    )
     batch_sharding = sharding.batch_sharding(mesh)
 
     def call(batch: np.ndarray):

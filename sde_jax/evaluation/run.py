@@ -154,6 +154,7 @@ class _Run:
             reference,
             batch_size=self.config.eval.batch_size,
             quality_fn=self.quality_fn,
+            num_images=self.config.eval.num_samples,
         )
 
 

@@ -8,14 +8,13 @@ features and logits) in fixed-size batches and hands the features to the metrics
 """
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 from absl import logging
 
-from sde_jax import validation
+from sde_jax import progress, validation
 from sde_jax.evaluation import store
 
 # feature_fn(uint8-range images [B, H, W, 3]) -> (pool3 [B, 2048], logits [B, 1008])
@@ -68,29 +67,25 @@ def sample_chunks(
         logging.info(
             "Sampling: %d of %d chunks already on disk.", num_chunks - len(todo), num_chunks
         )
-    start = time.monotonic()
-    for done, index in enumerate(todo, 1):
-        batch, extras = sample_fn(index)
-        batch = np.asarray(batch)
-        if batch.dtype != np.uint8 or batch.shape[0] != chunk_size:
-            raise ValueError(
-                f"sample_fn must return {chunk_size} uint8 images, got {batch.dtype} of shape "
-                f"{batch.shape}."
-            )
-        count = min(chunk_size, num_samples - index * chunk_size)
-        if fingerprint is not None:
-            extras = {**extras, "fingerprint": np.asarray(fingerprint)}
-        store.save_npz(paths[index], samples=batch[:count], **extras)
-        per_chunk = (time.monotonic() - start) / done
-        logging.info(
-            "Sampled chunk %d/%d (%.1f s per chunk, ETA %.1f min).",
-            index + 1,
-            num_chunks,
-            per_chunk,
-            per_chunk * (len(todo) - done) / 60,
-        )
-        if on_chunk is not None:
-            on_chunk(index)
+    if not todo:
+        return paths
+    skipped = num_chunks - len(todo)
+    with progress.Progress("samples", num_chunks, unit="chunk", initial=skipped) as bar:
+        for done, index in enumerate(todo, 1):
+            batch, extras = sample_fn(index)
+            batch = np.asarray(batch)
+            if batch.dtype != np.uint8 or batch.shape[0] != chunk_size:
+                raise ValueError(
+                    f"sample_fn must return {chunk_size} uint8 images, got {batch.dtype} of "
+                    f"shape {batch.shape}."
+                )
+            count = min(chunk_size, num_samples - index * chunk_size)
+            if fingerprint is not None:
+                extras = {**extras, "fingerprint": np.asarray(fingerprint)}
+            store.save_npz(paths[index], samples=batch[:count], **extras)
+            bar.update(skipped + done, f"chunk {index + 1} written")
+            if on_chunk is not None:
+                on_chunk(index)
     return paths
 
 
@@ -128,7 +123,11 @@ def _batches(chunks: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np
 
 
 def features(
-    chunks: Iterable[np.ndarray], feature_fn: FeatureFn, *, batch_size: int
+    chunks: Iterable[np.ndarray],
+    feature_fn: FeatureFn,
+    *,
+    batch_size: int,
+    num_images: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pool3 features and logits of every image, in order.
 
@@ -140,19 +139,21 @@ def features(
       feature_fn: ``feature_fn(uint8 [batch_size, H, W, 3]) -> (pool3, logits)``; it always
         receives full batches (the last one padded with black images, dropped afterwards).
       batch_size: images per call of ``feature_fn``.
+      num_images: how many images ``chunks`` holds, for the progress display only.
 
     Returns:
       ``(pool3 [n, D], logits [n, K])`` as float64 numpy arrays.
     """
-    pools, logits, seen = [], [], 0
-    for batch, count in _batches(chunks, batch_size):
-        if batch.shape[-1] == 1:
-            batch = np.repeat(batch, 3, axis=-1)
-        pool, logit = feature_fn(batch)
-        pools.append(np.asarray(pool, np.float64)[:count])
-        logits.append(np.asarray(logit, np.float64)[:count])
-        seen += count
-        logging.log_every_n_seconds(logging.INFO, "Inception features: %d images.", 30, seen)
+    pools, logits = [], []
+    total = None if num_images is None else -(-num_images // batch_size)
+    with progress.Progress("Inception features", total, unit="batch") as bar:
+        for batch, count in _batches(chunks, batch_size):
+            if batch.shape[-1] == 1:
+                batch = np.repeat(batch, 3, axis=-1)
+            pool, logit = feature_fn(batch)
+            pools.append(np.asarray(pool, np.float64)[:count])
+            logits.append(np.asarray(logit, np.float64)[:count])
+            bar.update(len(pools))
     if not pools:
         raise ValueError("no samples to compute features of.")
     return np.concatenate(pools), np.concatenate(logits)
@@ -165,6 +166,7 @@ def sample_quality(
     *,
     batch_size: int,
     quality_fn: Callable[[np.ndarray, np.ndarray, Any], dict[str, float]] | None = None,
+    num_images: int | None = None,
 ) -> dict[str, float]:
     """FID, Inception Score and KID of the samples against ``reference`` statistics.
 
@@ -176,6 +178,7 @@ def sample_quality(
       batch_size: images per call of ``feature_fn``.
       quality_fn: ``quality_fn(pool3, logits, reference) -> dict``; default
         ``sde_jax.evaluation.metrics.sample_quality`` (FID, IS with its std, KID).
+      num_images: how many samples ``chunks`` holds, for the progress display only.
 
     Returns:
       The metrics as floats.
@@ -184,6 +187,6 @@ def sample_quality(
         from sde_jax.evaluation import metrics
 
         quality_fn = metrics.sample_quality
-    pool3, logits = features(chunks, feature_fn, batch_size=batch_size)
+    pool3, logits = features(chunks, feature_fn, batch_size=batch_size, num_images=num_images)
     result = quality_fn(pool3, logits, reference)
     return {name: float(value) for name, value in result.items()}

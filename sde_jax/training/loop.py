@@ -3,13 +3,15 @@
 ``train(config, workdir)`` builds the :class:`~sde_jax.experiment.Experiment` (the config
 validated before anything compiles: mesh, model, SDE, optimizer and the task object of
 ``training.task``, ``sde_jax.experiment.tasks``), then runs in phases: :func:`_setup` derives
-the state's shardings and restores the newest checkpoint or initializes the state straight
-into its sharding; :func:`_compile_step` jits the (donated) steps of the task's objective;
+the state's shardings and restores the newest checkpoint or initializes the state straight into
+its sharding; :func:`_compile_step` jits the (donated) steps of the task's objective;
 :func:`_writers_and_hooks` opens the metric writer; :class:`_Loop` runs the steps and, after
-each call, logs (``_log``), evaluates (``_maybe_eval``) and checkpoints
-(``_maybe_checkpoint``). Metrics leave the device only at log steps; a non-finite loss stops
-training with an error naming the step. SIGTERM (or JAX's preemption notice on multi-host
-jobs) triggers a checkpoint and a clean stop.
+each call, logs (``_log``), evaluates (``_maybe_eval``) and checkpoints (``_maybe_checkpoint``).
+A :class:`sde_jax.progress.Progress` shows the steps from the resumed one to
+``training.n_iters`` (a bar in a terminal, log lines with rate and ETA otherwise), and every
+pause (the compilations, the sample grids, the saves) is announced. Metrics leave the device
+only at log steps; a non-finite loss stops training with an error naming the step. SIGTERM (or
+JAX's preemption notice on multi-host jobs) triggers a checkpoint and a clean stop.
 """
 
 import dataclasses
@@ -17,6 +19,7 @@ import functools
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
@@ -26,7 +29,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sde_jax import data, images, sharding
+from sde_jax import data, images, progress, sharding
 from sde_jax.experiment.bundle import Experiment
 from sde_jax.experiment.rng import stream_key
 from sde_jax.runtime import block_if_needed, must_block_each_step
@@ -90,8 +93,9 @@ class _EvalLoss:
         self.local = config.training.batch_size // jax.process_count()
         self.iterator = None
         batch_sharding = sharding.batch_sharding(experiment.mesh)
-        self.fn = jax.jit(
-            experiment.eval_metrics, in_shardings=(state_shardings, batch_sharding, None)
+        self.fn = progress.announce_first_call(
+            jax.jit(experiment.eval_metrics, in_shardings=(state_shardings, batch_sharding, None)),
+            "Compiling the eval loss...",
         )
         self.batch_sharding = batch_sharding
 
@@ -213,7 +217,11 @@ def _setup(experiment: Experiment, ckpt: checkpoint.Checkpointer) -> tuple[Train
     state_shardings = sharding.state_shardings(abstract, mesh)
     logging.info("State layout over %s: %s", dict(mesh.shape), sharding.describe(state_shardings))
     state, restored = _restore(experiment, ckpt, abstract, state_shardings)
-    logging.info("%s at step %d.", "Resuming" if restored else "Starting", int(state.step))
+    step, n_iters = int(state.step), experiment.config.training.n_iters
+    if step >= n_iters:
+        logging.info("Training already finished at step %d (training.n_iters=%d).", step, n_iters)
+    else:
+        logging.info("%s at step %d.", "Resuming" if restored else "Starting", step)
     return state, state_shardings, restored
 
 
@@ -238,7 +246,10 @@ def _compile_step(experiment: Experiment, state_shardings: Any):
 
 
 def _writers_and_hooks(experiment: Experiment, workdir: str, restored: bool):
-    """The metric writer (hyperparameters written on a fresh start) and the periodic hooks."""
+    """The metric writer (hyperparameters written on a fresh start) and the periodic hooks.
+
+    ``steps_per_sec`` is written at log steps by :meth:`_Loop._log`, not by a hook.
+    """
     config = experiment.config
     t = config.training
     writer = metric_writers.create_default_writer(
@@ -246,7 +257,7 @@ def _writers_and_hooks(experiment: Experiment, workdir: str, restored: bool):
     )
     if not restored:
         writer.write_hparams(_flat_hparams(config))
-    hooks = [periodic_actions.ReportProgress(num_train_steps=t.n_iters, writer=writer)]
+    hooks = []
     if t.profile and jax.process_index() == 0:
         hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=3))
     return writer, hooks
@@ -269,6 +280,9 @@ class _Loop:
       checked: the newest step whose state was checked to be finite.
       pending: metrics not logged yet (on device), from step ``pending_from + 1``.
       pending_from: see ``pending``.
+      rate_from: ``(step, time)`` from which ``steps_per_sec`` is measured: the end of the
+        first call (its compilation left out), then the previous log step; None before.
+      sampled: whether a sample grid was drawn (its sampler compiled) in this run.
     """
 
     experiment: Experiment
@@ -283,6 +297,8 @@ class _Loop:
     checked: int = 0
     pending: list = dataclasses.field(default_factory=list)
     pending_from: int = 0
+    rate_from: tuple[int, float] | None = None
+    sampled: bool = False
 
     def __post_init__(self):
         self.step = self.checked = self.pending_from = int(self.state.step)
@@ -298,21 +314,29 @@ class _Loop:
         stop = _on_sigterm()
         batches = _batches(self.experiment, self.step)
         batch_sharding = sharding.batch_sharding(self.experiment.mesh, leading_axes=1)
-        while self.step < t.n_iters:
-            with jax.profiler.StepTraceAnnotation("train", step_num=self.step):
-                batch = sharding.global_batch(next(batches), batch_sharding)
-                self.state, metrics = block_if_needed(self.step_fn(self.state, batch), block)
-            self.step += t.n_jitted_steps
-            self.pending.append(metrics)
-            for hook in self.hooks:
-                hook(self.step)
-            self._log()
-            self._maybe_eval()
-            preempted = stop.is_set() or self.ckpt.preemption.reached_preemption(self.step)
-            self._maybe_checkpoint(preempted)
-            if preempted:
-                logging.warning("Stopped at step %d after a preemption checkpoint.", self.step)
-                break
+        if self.step >= t.n_iters:
+            return self.state
+        per_call = f" ({t.n_jitted_steps} steps per call)" if t.n_jitted_steps > 1 else ""
+        progress.announce("Compiling the train step%s...", per_call)
+        with progress.Progress("train", t.n_iters, initial=self.step) as bar:
+            while self.step < t.n_iters:
+                with jax.profiler.StepTraceAnnotation("train", step_num=self.step):
+                    batch = sharding.global_batch(next(batches), batch_sharding)
+                    self.state, metrics = block_if_needed(self.step_fn(self.state, batch), block)
+                self.step += t.n_jitted_steps
+                self.pending.append(metrics)
+                for hook in self.hooks:
+                    hook(self.step)
+                self._log()
+                if self.rate_from is None:
+                    self.rate_from = (self.step, time.monotonic())
+                bar.update(self.step)
+                self._maybe_eval()
+                preempted = stop.is_set() or self.ckpt.preemption.reached_preemption(self.step)
+                self._maybe_checkpoint(preempted)
+                if preempted:
+                    logging.warning("Stopped at step %d after a preemption checkpoint.", self.step)
+                    break
         self.writer.flush()
         return self.state
 
@@ -329,6 +353,10 @@ class _Loop:
             latest = self.ckpt.describe_latest()
             raise FloatingPointError(f"{e} Newest finite checkpoint: {latest}.") from None
         means = {name: np.concatenate([m[name] for m in fetched]).mean() for name in fetched[0]}
+        if self.rate_from is not None and self.step > self.rate_from[0]:
+            now = time.monotonic()
+            means["steps_per_sec"] = (self.step - self.rate_from[0]) / (now - self.rate_from[1])
+            self.rate_from = (self.step, now)
         self.writer.write_scalars(self.step, means)
         self.pending, self.pending_from = [], self.step
 
@@ -345,6 +373,11 @@ class _Loop:
             self._save(periodic=True)
             if t.snapshot_sampling and self.experiment.sampler is not None:
                 e = self.experiment
+                first = "" if self.sampled else ", compiling the sampler first"
+                progress.announce(
+                    "Sampling %d images at step %d%s...", t.sample_batch_size, self.step, first
+                )
+                self.sampled = True
                 path = write_samples(e, self.state, self.step, self.workdir, self.writer)
                 if path is not None:
                     logging.info("Wrote samples of step %d to %s.", self.step, path)
@@ -353,6 +386,8 @@ class _Loop:
 
     def _save(self, periodic: bool) -> None:
         config = self.experiment.config
+        kind = "checkpoint" if periodic else "preemption checkpoint"
+        progress.announce("Saving the %s of step %d...", kind, self.step)
         try:
             self.ckpt.save(self.step, self.state, periodic=periodic, config=config)
         except checkpoint.NonFiniteStateError:

@@ -1,5 +1,6 @@
 """The training loop end to end on the embedded digits: outputs, exact resume, crash safety."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -43,9 +44,16 @@ def leaves(state):
     return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
-def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_path):
+def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(
+    tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # log lines, not a tqdm bar
+    caplog.set_level(logging.INFO)
     straight = loop.train(tiny_config(6), str(tmp_path / "straight"))
     assert int(straight.step) == 6
+    text = caplog.text
+    assert "Compiling the train step" in text and "Sampling 4 images at step 4" in text
+    assert "train: step 2/6 (33%)" in text and "ETA" in text and "train: 6/6 in" in text
     ckpt = checkpoint.Checkpointer(str(tmp_path / "straight"))
     assert ckpt.periodic.all_steps() == [4, 6]
     assert ckpt.preemption.all_steps() == [2]  # overwritten: only the newest is kept
@@ -71,6 +79,9 @@ def test_train_writes_checkpoints_metrics_and_samples_and_resumes_exactly(tmp_pa
     loop.train(tiny_config(4), str(tmp_path / "resumed"))
     resumed = loop.train(tiny_config(6), str(tmp_path / "resumed"))
     assert int(resumed.step) == 6
+    caplog.clear()
+    loop.train(tiny_config(6), str(tmp_path / "resumed"))  # finished: no steps, no bar
+    assert "Training already finished at step 6" in caplog.text and "train:" not in caplog.text
     for a, b in zip(leaves(resumed), leaves(straight), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
