@@ -117,7 +117,32 @@ _NAMES = {
 
 __version__ = "0.1.0"
 
-__all__ = sorted([*_SUBMODULES, *_NAMES, "__version__"])
+__all__ = [  # the same names as _SUBMODULES and _NAMES (tests/test_layers.py checks)
+    "EDMSDE",
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "CosineVPSDE",
+    "SampleOutput",
+    "ScoreFn",
+    "SubVPSDE",
+    "__version__",
+    "adjoint",
+    "bits_per_dim",
+    "controllable",
+    "get_loss_fn",
+    "get_sampler",
+    "grids",
+    "likelihood",
+    "log_likelihood",
+    "losses",
+    "ode",
+    "predictions",
+    "probability_flow_drift",
+    "reverse_drift",
+    "sampling",
+    "steppers",
+]
 
 
 def __getattr__(name: str):

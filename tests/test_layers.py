@@ -5,7 +5,10 @@ below, never above. Imports inside functions count too: a lazy import is still a
 """
 
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -127,3 +130,28 @@ def test_the_checker_resolves_imports():
     cli = {name for name, _, top in imports_of(PACKAGE / "apps" / "cli.py") if not top}
     assert any(layer_of(name) == 4 for name in cli)  # lazy imports of evaluation are seen
     assert layer_of("sde_jax.training.loop") == 3 > layer_of("sde_jax.data.pipeline") == 1
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    """``import sde_jax`` starts no JAX; every name of ``__all__`` then resolves to its module's."""
+    code = """
+import json, sys, types, sde_jax
+before = "jax" in sys.modules
+values = {n: getattr(sde_jax, n) for n in sde_jax.__all__ if n != "__version__"}
+where = {
+    n: v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+    for n, v in values.items()
+}
+print(json.dumps([before, where]))
+"""
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    before, where = json.loads(result.stdout.splitlines()[-1])
+    assert before is False
+    assert set(where) == set(sde_jax._SUBMODULES) | set(sde_jax._NAMES)
+    for name in sde_jax._SUBMODULES:
+        assert where[name] == f"sde_jax.{name}"
+    assert where["get_sampler"] == "sde_jax.experiment.build"
+    assert where["VPSDE"] == "sde_jax.sdes" and where["bits_per_dim"] == "sde_jax.likelihood"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sde_jax.nope  # noqa: B018

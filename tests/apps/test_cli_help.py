@@ -118,7 +118,8 @@ def test_a_workdir_without_checkpoints_is_one_line_and_nothing_is_created(
     config = f"--config={QUICK}"
     typo = tmp_path / "typo"
     line = _error(capsys, command, config, f"--workdir={typo}")
-    assert line == f"sde-jax: error: --workdir: no such directory {str(typo)!r} (from {os.getcwd()})."
+    cwd = os.getcwd()
+    assert line == f"sde-jax: error: --workdir: no such directory {str(typo)!r} (from {cwd})."
     assert not typo.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
