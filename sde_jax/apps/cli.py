@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import app, flags, logging
 
@@ -69,7 +70,12 @@ def _npz_summary(path: str, array: str) -> str:
     import numpy as np
 
     with np.load(path) as f:
-        return f"{len(f[array])} images, checkpoint step {int(f['step'])}, NFE {int(f['nfe'])}"
+        parts = [f"{len(f[array])} images"]
+        if "step" in f:
+            parts.append(f"checkpoint step {int(f['step'])}")
+        if "nfe" in f:
+            parts.append(f"NFE {int(f['nfe'])}")
+    return ", ".join(parts)
 
 
 def _info(fv: flags.FlagValues) -> None:
@@ -232,72 +238,40 @@ def _convert_inception(fv: flags.FlagValues) -> None:
         print(f"max difference from the TensorFlow graph: {diffs}")
 
 
-def _controllable_output(fv: flags.FlagValues, name: str) -> str:
-    return fv.output or os.path.join(fv.workdir, "controllable", f"{name}.npz")
+def _controllable(fv: flags.FlagValues, name: str, array: str, **kwargs: Any) -> None:
+    """Runs ``controllable_files.<name>_to_files`` on the flags; reports the files it wrote."""
+    _setup(fv)
+    from sde_jax.apps import controllable_files, writers
 
-
-def _report_controllable(output: str, array: str) -> None:
-    from sde_jax.apps import writers
-
+    to_files = getattr(controllable_files, f"{name}_to_files")
+    stem = f"inpaint_{fv.mask}" if name == "inpaint" else name
+    output = fv.output or os.path.join(fv.workdir, "controllable", f"{stem}.npz")
+    source = {"split": fv.split, "image_dir": fv.image_dir, "step": fv.step}
+    to_files(fv.config, fv.workdir, output, **source, **kwargs)
     npz = writers.npz_path(output)
     _report(f"wrote {npz} and {writers.png_path(output)}: {_npz_summary(npz, array)}")
 
 
 def _inpaint(fv: flags.FlagValues) -> None:
     """Inpaints images of a split or --image_dir under --mask: .npz and PNG grid."""
-    _setup(fv)
-    from sde_jax.apps import controllable_files as files
-
-    output = _controllable_output(fv, f"inpaint_{fv.mask}")
-    files.inpaint_to_files(
-        fv.config,
-        fv.workdir,
-        output,
+    _controllable(
+        fv,
+        "inpaint",
+        "inpainted",
         num_images=fv.num_images,
         mask=fv.mask,
         method=fv.conditioning,
-        split=fv.split,
-        image_dir=fv.image_dir,
-        step=fv.step,
     )
-    _report_controllable(output, "inpainted")
 
 
 def _colorize(fv: flags.FlagValues) -> None:
     """Colorizes gray versions of images of a split or --image_dir: .npz and PNG grid."""
-    _setup(fv)
-    from sde_jax.apps import controllable_files as files
-
-    output = _controllable_output(fv, "colorize")
-    files.colorize_to_files(
-        fv.config,
-        fv.workdir,
-        output,
-        num_images=fv.num_images,
-        split=fv.split,
-        image_dir=fv.image_dir,
-        step=fv.step,
-    )
-    _report_controllable(output, "colorized")
+    _controllable(fv, "colorize", "colorized", num_images=fv.num_images)
 
 
 def _interpolate(fv: flags.FlagValues) -> None:
     """Interpolates between pairs of images in the probability-flow latent space: PNG grid."""
-    _setup(fv)
-    from sde_jax.apps import controllable_files as files
-
-    output = _controllable_output(fv, "interpolate")
-    files.interpolate_to_files(
-        fv.config,
-        fv.workdir,
-        output,
-        num_pairs=fv.num_pairs,
-        num_points=fv.num_points,
-        split=fv.split,
-        image_dir=fv.image_dir,
-        step=fv.step,
-    )
-    _report_controllable(output, "path")
+    _controllable(fv, "interpolate", "path", num_pairs=fv.num_pairs, num_points=fv.num_points)
 
 
 _SOURCE = ("split", "Data split (default: data.eval_split)."), "image_dir", "step"

@@ -207,6 +207,8 @@ def test_sample_class_cli_uses_classifier_free_guidance(trained):
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": ROOT}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1].startswith(f"wrote {out}, {root / 'cli' / 'classes.png'}")
+    assert result.stdout.splitlines()[-1].endswith(": 6 images, checkpoint step 2")
     stored = np.load(out)
     assert stored["samples"].shape == (6, 8, 8, 1) and stored["samples"].dtype == np.uint8
     np.testing.assert_array_equal(stored["labels"], [0, 3, 7, 0, 3, 7])

@@ -91,6 +91,15 @@ def test_cli_inpaint_runs_and_validates_the_mask(workdir):
     )
     assert bad.returncode != 0 and "<half|center|random>" in bad.stderr
     output = os.path.join(run, "cli", "inpaint.npz")
-    subprocess.run([*base, "--mask=half", f"--output={output}"], check=True, cwd=ROOT, env=env)
+    good = subprocess.run(
+        [*base, "--mask=half", f"--output={output}"],
+        check=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    png = os.path.join(run, "cli", "inpaint.png")
+    assert good.stdout.splitlines()[-1].startswith(f"wrote {output} and {png}: 2 images, ")
     assert np.load(output)["inpainted"].shape == (2, 16, 16, 3)
     assert os.path.exists(os.path.join(run, "cli", "inpaint.png"))
